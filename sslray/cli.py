@@ -1,0 +1,186 @@
+"""The ``sslray`` command: one subcommand per pipeline stage, plus quickstart and methods.
+
+Subcommands parse arguments into the stage's config dataclass and call the library; they
+hold no logic of their own. ``key.sub=value`` arguments override any config key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from sslray.config import ConfigError, load_config
+
+EPILOGS = {
+    "ingest": """examples:
+  sslray ingest ./images ./stores/cells --tile-size 224
+  sslray ingest ./slides_png s3://bucket/stores/crc --labels labels.csv --on-error skip
+
+Labels come from class sub-folders (images/<label>/x.png) or from a CSV with columns
+path,label[,group][,split]; group is the patient/slide id used for grouped splits.""",
+    "pretrain": """examples:
+  sslray pretrain --config configs/quickstart.yaml store=./out/store
+  sslray pretrain --config configs/methods/dino.yaml store=s3://bucket/stores/crc \\
+      train.num_workers=8 train.use_gpu=true out=s3://bucket/runs tracking.uri=http://mlflow:5000
+
+Re-running with the same name and out resumes from the latest checkpoint.""",
+    "embed": """examples:
+  sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_000000 \\
+      --store ./out/store --out ./out/embeddings/ssl
+  sslray embed --checkpoint s3://bucket/runs/ckpt --store s3://bucket/stores/crc \\
+      --out s3://bucket/emb/crc num_actors=4 use_gpu=true""",
+    "evaluate": """examples:
+  sslray evaluate --embeddings ./out/embeddings/ssl
+  sslray evaluate --embeddings ./out/embeddings/ssl label_column=label group_column=patient \\
+      'c_grid=[0.01,0.1,1]'""",
+    "quickstart": """examples:
+  sslray quickstart                                  # synthetic cell images, ~6 min on 2 cores
+  sslray quickstart --data ./crc_tiles               # class sub-folders of 224-px tiles
+  sslray quickstart --data ./tiles --labels labels.csv --out ./qs""",
+    "methods": """example:
+  sslray methods""",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"sslray {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslray", description="Self-supervised learning for microscopy and pathology on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _ingest_parser(_add(sub, "ingest", "cut a folder of images into a tile store", _cmd_ingest))
+    _pretrain_parser(_add(sub, "pretrain", "self-supervised pretraining on Ray Train", _cmd_pretrain))
+    _embed_parser(_add(sub, "embed", "embed a tile store with a checkpoint (Ray Data)", _cmd_embed))
+    _evaluate_parser(_add(sub, "evaluate", "linear probe of an embeddings table (Ray Tune grid)", _cmd_evaluate))
+    _quickstart_parser(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", _cmd_quickstart))
+    _add(sub, "methods", "list the registered SSL methods", _cmd_methods)
+    return parser
+
+
+def _add(sub, name: str, help_text: str, func: Callable) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOGS[name],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override any config key")
+
+
+def _ingest_parser(p):
+    p.add_argument("src", help="folder of images (PNG, JPEG, TIFF)")
+    p.add_argument("dest", help="tile store URL: a local path or s3://bucket/prefix")
+    p.add_argument("--tile-size", type=int, default=224, help="tile edge in pixels (default 224)")
+    p.add_argument("--labels", help="CSV with columns path,label[,group][,split] (paths relative to SRC)")
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="stop at the first bad file (default) or skip it and list it in ingest_report.json")
+    p.add_argument("--channels", help="comma-separated channel names")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+
+
+def _cmd_ingest(args) -> int:
+    from sslray.data.ingest import IngestConfig, ingest_folder
+
+    cfg = IngestConfig(src=args.src, dest=args.dest, tile_size=args.tile_size, labels=args.labels,
+                       on_error=args.on_error, overwrite=args.overwrite,
+                       channels=args.channels.split(",") if args.channels else None)
+    store = ingest_folder(cfg)
+    print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")
+    return 0
+
+
+def _pretrain_parser(p):
+    p.add_argument("--config", help="YAML config (see configs/)")
+    _overrides(p)
+
+
+def _cmd_pretrain(args) -> int:
+    from sslray.train.config import PretrainConfig
+    from sslray.train.ray_train import run_pretrain
+
+    result = run_pretrain(load_config(PretrainConfig, args.config, args.overrides))
+    print(json.dumps({"checkpoint": result.checkpoint, "mlflow_run_id": result.run_id,
+                      "tracking_uri": result.tracking_uri, "steps": result.steps}, indent=2))
+    return 0
+
+
+def _embed_parser(p):
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or URL)")
+    p.add_argument("--store", required=True, help="tile store URL")
+    p.add_argument("--out", required=True, help="where to write the embeddings table (parquet)")
+    _overrides(p)
+
+
+def _cmd_embed(args) -> int:
+    from sslray.infer.embed import EmbedConfig, run_embed
+
+    base = [f"checkpoint={args.checkpoint}", f"store={args.store}", f"out={args.out}"]
+    out = run_embed(load_config(EmbedConfig, None, base + args.overrides))
+    print(f"wrote embeddings to {out}")
+    return 0
+
+
+def _evaluate_parser(p):
+    p.add_argument("--embeddings", required=True, help="embeddings table URL")
+    p.add_argument("--config", help="YAML config (see configs/evaluate/)")
+    _overrides(p)
+
+
+def _cmd_evaluate(args) -> int:
+    from sslray.evaluate.run import EvaluateConfig, run_evaluate
+
+    cfg = load_config(EvaluateConfig, args.config, [f"embeddings={args.embeddings}", *args.overrides])
+    print(json.dumps(run_evaluate(cfg), indent=2))
+    return 0
+
+
+def _quickstart_parser(p):
+    p.add_argument("--data", help="folder of images (class sub-folders, or --labels); default: synthetic cells")
+    p.add_argument("--labels", help="CSV with columns path,label[,group]")
+    p.add_argument("--method", default="dino", help="SSL method (see `sslray methods`)")
+    p.add_argument("--out", default="sslray-quickstart", help="output folder (default ./sslray-quickstart)")
+    p.add_argument("--tile-size", type=int, help="tile edge (default 64 synthetic, 224 for --data)")
+    p.add_argument("--steps", type=int, help="pretraining steps (default: scaled with the data)")
+    _overrides(p)
+
+
+def _cmd_quickstart(args) -> int:
+    from sslray.methods import METHODS
+    from sslray.quickstart import QuickstartConfig, run_quickstart
+    from sslray.tracking import ui_hint
+
+    METHODS.get(args.method)
+    summary = run_quickstart(QuickstartConfig(data=args.data, labels=args.labels, method=args.method, out=args.out,
+                                              tile_size=args.tile_size, steps=args.steps, overrides=args.overrides))
+    print(json.dumps(summary, indent=2))
+    ssl, rnd = summary["ssl"], summary["random_init"]
+    print(f"\nlinear probe balanced accuracy: SSL {ssl['balanced_accuracy']:.3f} vs random init "
+          f"{rnd['balanced_accuracy']:.3f} (macro AUC {ssl['macro_auc']:.3f} vs {rnd['macro_auc']:.3f})")
+    print(f"see every run in MLflow:  {ui_hint(summary['tracking_uri'])}")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from sslray.methods import METHODS
+
+    for name in METHODS.names():
+        print(f"{name:<12} {METHODS.get(name).summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

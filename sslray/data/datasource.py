@@ -1,0 +1,71 @@
+"""A Ray Data datasource over a Zarr v3 tile store.
+
+``ray.data.read_zarr`` (Ray 2.60) accepts only zarr-python 2 stores, so sslray reads its
+v3 store with its own datasource: one read task per shard (the unit one S3 object holds),
+each opening the store inside the task (async fsspec filesystems are not fork-safe) and
+emitting one block of tiles plus the manifest columns asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+from ray.data import Dataset, read_datasource
+from ray.data.block import Block, BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from sslray import storage
+from sslray.data.store import TILES, TileStore, open_zarr_group
+
+
+class TileStoreDatasource(Datasource):
+    def __init__(self, store: TileStore, columns: list[str], shuffle: bool, rows: np.ndarray | None) -> None:
+        super().__init__()
+        missing = [c for c in columns if c not in store.manifest_table.column_names]
+        if missing:
+            raise KeyError(f"tile store {store.url}: manifest has no column(s) {missing}")
+        self.url = store.url
+        self.info = store.info
+        self.columns = columns
+        self.shuffle = shuffle
+        self.rows = np.arange(len(store)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        self.manifest = store.manifest_table.select(columns) if columns else None
+        self.tile_bytes = store.info.n_channels * store.info.tile_size**2 * np.dtype(store.info.dtype).itemsize
+
+    def estimate_inmemory_data_size(self) -> int:
+        return int(len(self.rows) * self.tile_bytes)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        shard = self.info.shard_tiles
+        groups = [g for g in np.split(self.rows, np.flatnonzero(np.diff(self.rows // shard)) + 1) if len(g)]
+        tasks = []
+        for rows in groups:
+            columns = self.manifest.take(pa.array(rows)) if self.manifest is not None else None
+            meta = BlockMetadata(
+                num_rows=len(rows), size_bytes=int(len(rows) * self.tile_bytes), input_files=None, exec_stats=None
+            )
+            tasks.append(ReadTask(_reader(self.url, rows, columns, self.shuffle), meta))
+        return tasks
+
+
+def _reader(url: str, rows: np.ndarray, columns: pa.Table | None, shuffle: bool):
+    def read() -> Iterable[Block]:
+        tiles = open_zarr_group(storage.join(url, TILES), "r")["tiles"]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        images = np.asarray(tiles[lo:hi])[rows - lo]
+        order = np.random.default_rng().permutation(len(rows)) if shuffle else np.arange(len(rows))
+        batch = {"image": images[order]}
+        if columns is not None:
+            picked = columns.take(pa.array(order))
+            batch.update({name: picked.column(name).to_numpy(zero_copy_only=False) for name in picked.column_names})
+        yield BlockAccessor.batch_to_block(batch)
+
+    return read
+
+
+def read_tile_store(store: TileStore, columns: list[str], shuffle: bool, rows: np.ndarray | None) -> Dataset:
+    """``shuffle`` permutes tiles inside each shard on every read and randomises shard order."""
+    ds = read_datasource(TileStoreDatasource(store, columns, shuffle, rows))
+    return ds.randomize_block_order() if shuffle else ds

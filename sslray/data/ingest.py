@@ -1,0 +1,229 @@
+"""Ingest a folder of images into a tile store.
+
+Labels come from class sub-folders (``SRC/<label>/*.tif``) or from a CSV with columns
+``path,label[,group][,split]`` (paths relative to SRC; ``group`` is the patient/slide/field
+id used for grouped splits). Every problem with a source file is reported by file name; with
+``on_error="skip"`` the bad files are listed in ``ingest_report.json`` inside the store and
+ingest continues. A failed ingest leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sslray import storage
+from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, read_image
+from sslray.data.store import TileStore, TileStoreWriter
+
+log = logging.getLogger(__name__)
+
+
+class IngestError(ValueError):
+    """Ingest cannot proceed; the message names the file and the problem."""
+
+
+@dataclass
+class IngestConfig:
+    src: str = ""
+    dest: str = ""
+    tile_size: int = 224
+    labels: str | None = None  # CSV path,label[,group][,split]; default: sub-folder names
+    on_error: Literal["stop", "skip"] = "stop"
+    overwrite: bool = False
+    channels: list[str] | None = None  # channel names; default R,G,B / gray / ch0..chN
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 8:
+            raise ValueError(f"tile_size must be >= 8 pixels, got {self.tile_size}")
+
+
+@dataclass
+class SourceImage:
+    path: Path
+    rel: str
+    label: str | None = None
+    group: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class IngestReport:
+    n_images: int = 0
+    n_tiles: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def ingest_folder(cfg: IngestConfig) -> TileStore:
+    """Read, tile and store every image under ``cfg.src``; returns the published store."""
+    report = IngestReport()
+    sources = discover_sources(cfg, report)
+    if not sources:
+        raise IngestError(f"{cfg.src}: no usable images found (looked for {sorted(IMAGE_SUFFIXES)})")
+    writer: TileStoreWriter | None = None
+    try:
+        for source in sources:
+            image = _read_or_skip(source, cfg, report, writer)
+            if image is None:
+                continue
+            if writer is None:
+                writer = TileStoreWriter(cfg.dest, _channel_names(cfg, image), image.dtype, cfg.tile_size, cfg.overwrite)
+            tiles, rows = tile_image(image, source, cfg.tile_size)
+            writer.append(tiles, rows)
+            report.n_images += 1
+            report.n_tiles += len(tiles)
+        if writer is None:
+            raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
+        _write_report(writer, report)
+        return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped)}})
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
+    root = Path(cfg.src)
+    if not root.is_dir():
+        raise IngestError(f"source folder {root} does not exist or is not a folder")
+    if cfg.labels:
+        return _sources_from_csv(root, Path(cfg.labels), cfg, report)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [
+        SourceImage(p, p.relative_to(root).as_posix(), label=p.parent.name if p.parent != root else None)
+        for p in files
+    ]
+
+
+def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
+    if not csv_path.is_file():
+        raise IngestError(f"labels file {csv_path} does not exist")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing_cols = {"path", "label"} - set(reader.fieldnames or [])
+        if missing_cols:
+            raise IngestError(f"labels file {csv_path}: missing column(s) {sorted(missing_cols)}; need path,label[,group]")
+        rows = list(reader)
+    sources = []
+    for line, row in enumerate(rows, start=2):
+        path = root / row["path"]
+        if not path.is_file():
+            _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist")
+            continue
+        sources.append(
+            SourceImage(path, row["path"], row["label"] or None, row.get("group") or None, row.get("split") or None)
+        )
+    return sources
+
+
+def _read_or_skip(source, cfg, report, writer) -> np.ndarray | None:
+    try:
+        image = _as_storable(read_image(source.path), source.path)
+        if writer is not None:
+            _check_consistent(image, writer, source.path)
+        h, w = image.shape[1:]
+        if min(h, w) < cfg.tile_size:
+            raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
+        return image
+    except ImageReadError as err:
+        _fail(cfg, report, str(source.path), str(err))
+        return None
+
+
+def _as_storable(image: np.ndarray, path: Path) -> np.ndarray:
+    if image.dtype.kind != "f":
+        return image
+    if image.min() < 0 or image.max() > 1:
+        raise ImageReadError(
+            f"{path}: float image with values in [{image.min():.3g}, {image.max():.3g}]; folder ingest stores "
+            "floats only in [0, 1] (convert to uint8/uint16 first)"
+        )
+    return np.round(image * 65535).astype(np.uint16)
+
+
+def _check_consistent(image: np.ndarray, writer: TileStoreWriter, path: Path) -> None:
+    if image.shape[0] != len(writer.channels):
+        raise ImageReadError(f"{path}: has {image.shape[0]} channels but earlier images have {len(writer.channels)}")
+    if image.dtype != writer.dtype:
+        raise ImageReadError(f"{path}: dtype {image.dtype} differs from earlier images ({writer.dtype})")
+
+
+def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str) -> None:
+    message = reason if reason.startswith(path) else f"{path}: {reason}"
+    if cfg.on_error == "stop":
+        raise IngestError(message + " (use --on-error skip to skip bad files)")
+    log.warning("skipping %s", message)
+    report.skipped.append({"path": path, "reason": message})
+
+
+def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[np.ndarray, list[dict]]:
+    """Cut non-overlapping tiles on a grid from the top-left; the ragged border is dropped."""
+    _, h, w = image.shape
+    threshold, bright_background = otsu_threshold(image)
+    tiles, rows = [], []
+    image_id = source.rel.rsplit(".", 1)[0]
+    for y in range(0, h - tile_size + 1, tile_size):
+        for x in range(0, w - tile_size + 1, tile_size):
+            tile = image[:, y : y + tile_size, x : x + tile_size]
+            tiles.append(tile)
+            rows.append(
+                {
+                    "source": source.rel,
+                    "image_id": image_id,
+                    "x": x,
+                    "y": y,
+                    "level": 0,
+                    "mpp": None,
+                    "tissue_fraction": foreground_fraction(tile, threshold, bright_background),
+                    "label": source.label,
+                    "group": source.group,
+                    "split": source.split,
+                }
+            )
+    return np.ascontiguousarray(np.stack(tiles)), rows
+
+
+def otsu_threshold(image: np.ndarray) -> tuple[float, bool]:
+    """Otsu threshold of the channel-mean image, and whether the background is the bright side.
+
+    The background is taken to be the larger class: true of most slides (white glass) and
+    fluorescence fields (dark background).
+    """
+    grey = image.astype(np.float32).mean(axis=0)
+    hist, edges = np.histogram(grey, bins=256)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(hist)
+    weight1 = weight0[-1] - weight0
+    mean0 = np.cumsum(hist * centers) / np.maximum(weight0, 1)
+    mean1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    threshold = float(centers[int(np.argmax(between))])
+    bright_background = float((grey > threshold).mean()) > 0.5
+    return threshold, bright_background
+
+
+def foreground_fraction(tile: np.ndarray, threshold: float, bright_background: bool) -> float:
+    grey = tile.astype(np.float32).mean(axis=0)
+    fg = grey < threshold if bright_background else grey > threshold
+    return round(float(fg.mean()), 4)
+
+
+def _channel_names(cfg: IngestConfig, image: np.ndarray) -> list[str]:
+    c = image.shape[0]
+    if cfg.channels:
+        if len(cfg.channels) != c:
+            raise IngestError(f"{cfg.src}: {len(cfg.channels)} channel names given but images have {c} channels")
+        return list(cfg.channels)
+    return {1: ["gray"], 3: ["R", "G", "B"]}.get(c, [f"ch{i}" for i in range(c)])
+
+
+def _write_report(writer: TileStoreWriter, report: IngestReport) -> None:
+    storage.write_json(
+        storage.join(writer.staging, "ingest_report.json"),
+        {"n_images": report.n_images, "n_tiles": report.n_tiles, "skipped": report.skipped},
+    )

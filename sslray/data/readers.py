@@ -1,0 +1,90 @@
+"""Read one source image into a (C, H, W) array, whatever its file layout.
+
+PNG/JPEG go through Pillow; TIFF (including multi-page and OME-TIFF) through tifffile,
+the reference TIFF library of the microscopy community. Every reader returns channels
+first, because fluorescence images have 1 to 40+ channels and RGB is just C = 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+class ImageReadError(ValueError):
+    """A source image cannot be used; the message names the file and the problem."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Return a (C, H, W) uint8/uint16/float32 array, or raise ``ImageReadError``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{path}: unsupported image format {suffix!r} (expected one of {sorted(IMAGE_SUFFIXES)})")
+    try:
+        array = _read_tiff(path) if suffix in {".tif", ".tiff"} else _read_pil(path)
+    except ImageReadError:
+        raise
+    except Exception as err:  # decoders raise many types for truncated or corrupt files
+        raise ImageReadError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
+    return _check(array, path)
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in {"P", "CMYK", "LA", "PA"}:
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        array = np.asarray(image)
+    if array.ndim == 2:
+        return array[None]
+    if array.shape[-1] == 4:  # drop alpha: it is not an imaging channel
+        array = array[..., :3]
+    return np.moveaxis(array, -1, 0)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+    return _to_chw(array, axes, path)
+
+
+def _to_chw(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Map tifffile's axes string to (C, H, W); samples (S) and channels (C) both count."""
+    if "Y" not in axes or "X" not in axes:
+        raise ImageReadError(f"{path}: TIFF has no Y/X axes (axes={axes!r})")
+    # Collapse singleton non-spatial axes (T, Z of size 1), keep one channel-like axis.
+    keep = [i for i, a in enumerate(axes) if a in "YX" or array.shape[i] > 1]
+    array = array.reshape([array.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    extra = [a for a in axes if a not in "YX"]
+    if len(extra) > 1:
+        raise ImageReadError(f"{path}: TIFF has more than one non-spatial axis ({axes!r}); split it first")
+    if not extra:
+        return array[None] if axes == "YX" else array.T[None]
+    return np.moveaxis(array, [axes.index(extra[0]), axes.index("Y"), axes.index("X")], [0, 1, 2])
+
+
+def _check(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 3 or 0 in array.shape:
+        raise ImageReadError(f"{path}: empty or malformed image of shape {array.shape}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{path}: image contains NaN or infinite values")
+        return array.astype(np.float32, copy=False)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype not in (np.uint8, np.uint16):
+        if array.min() < 0 or array.max() > 65535:
+            raise ImageReadError(f"{path}: pixel values of dtype {array.dtype} do not fit uint16")
+        return array.astype(np.uint16)
+    return array

@@ -1,0 +1,262 @@
+"""The tile store: ``tiles.zarr`` (Zarr v3, sharded, compressed) + ``manifest.parquet``.
+
+Contract (design.md §3): row i of the manifest describes ``tiles[i]``; channel names, dtype
+scale, per-channel statistics and the tile size are group attributes. A store is visible to
+readers only once complete: local stores are built in a hidden sibling directory and
+renamed into place; remote stores are written in place and published by a ``_SUCCESS``
+marker written last. ``TileStore.open`` refuses anything without the marker.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sslray import storage
+
+FORMAT_VERSION = 1
+TILES = "tiles.zarr"
+MANIFEST = "manifest.parquet"
+TARGET_CHUNK_BYTES = 2 << 20  # ~2 MiB uncompressed per chunk: one S3 GET moves enough data
+CHUNKS_PER_SHARD = 16  # keeps object count low on object storage
+
+
+class StoreError(ValueError):
+    """A tile store is missing, incomplete or inconsistent; the message names the URL."""
+
+
+@dataclass
+class StoreInfo:
+    """What a reader needs to interpret the pixels, kept in the Zarr group attributes."""
+
+    n_tiles: int
+    channels: list[str]
+    dtype: str
+    tile_size: int
+    scale: float  # divide raw values by this to get [0, 1]
+    mean: list[float] = field(default_factory=list)  # per channel, after scaling
+    std: list[float] = field(default_factory=list)
+    p01: list[float] = field(default_factory=list)  # 1st percentile, after scaling
+    p99: list[float] = field(default_factory=list)
+    chunk_tiles: int = 0
+    shard_tiles: int = 0
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+def chunk_layout(tile_bytes: int) -> tuple[int, int]:
+    chunk = int(max(1, min(512, TARGET_CHUNK_BYTES // max(tile_bytes, 1))))
+    return chunk, chunk * CHUNKS_PER_SHARD
+
+
+def dtype_scale(dtype: np.dtype) -> float:
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    raise StoreError(f"tile dtype must be uint8 or uint16, got {dtype}")
+
+
+def open_zarr_group(url: str, mode: str):
+    """Open the Zarr v3 group at ``url`` (local path or fsspec URL)."""
+    import zarr
+
+    if storage.is_remote(url):
+        store = zarr.storage.FsspecStore.from_url(
+            url, read_only=(mode == "r"), storage_options={"max_concurrency": 1}
+        )
+    else:
+        store = zarr.storage.LocalStore(storage.local_path(url), read_only=(mode == "r"))
+    return zarr.open_group(store=store, mode=mode, zarr_format=3)
+
+
+class TileStore:
+    """A complete, published tile store. Open with ``TileStore.open(url)``."""
+
+    def __init__(self, url: str, info: StoreInfo, manifest: pa.Table) -> None:
+        self.url = url
+        self.info = info
+        self._manifest = manifest
+
+    @classmethod
+    def open(cls, url: str) -> TileStore:
+        url = str(url)
+        if not storage.exists(url):
+            raise StoreError(f"tile store {url} does not exist")
+        if not storage.is_complete(url):
+            raise StoreError(
+                f"tile store {url} is incomplete (no {storage.SUCCESS_MARKER}): an ingest was interrupted "
+                "or is still running; run the ingest again"
+            )
+        attrs = dict(open_zarr_group(storage.join(url, TILES), "r").attrs)
+        try:
+            info = StoreInfo(**attrs["sslray"])
+        except (KeyError, TypeError) as err:
+            raise StoreError(f"tile store {url}: attributes are missing or malformed ({err})") from None
+        manifest = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(url, MANIFEST))))
+        if manifest.num_rows != info.n_tiles:
+            raise StoreError(f"tile store {url}: manifest has {manifest.num_rows} rows but {info.n_tiles} tiles")
+        return cls(url, info, manifest)
+
+    @property
+    def manifest(self):
+        """The manifest as a pandas DataFrame (row i describes tile i)."""
+        return self._manifest.to_pandas()
+
+    @property
+    def manifest_table(self) -> pa.Table:
+        return self._manifest
+
+    def __len__(self) -> int:
+        return self.info.n_tiles
+
+    def tiles(self):
+        return open_zarr_group(storage.join(self.url, TILES), "r")["tiles"]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.tiles()[start:stop])
+
+    def to_ray_dataset(self, columns: list[str] | None = None, shuffle: bool = False, rows: np.ndarray | None = None):
+        """A Ray Dataset with an ``image`` column (C, H, W) plus the chosen manifest columns."""
+        from sslray.data.datasource import read_tile_store
+
+        return read_tile_store(self, columns=columns or [], shuffle=shuffle, rows=rows)
+
+
+class TileStoreWriter:
+    """Appends tiles shard by shard, then publishes the store atomically on ``close``."""
+
+    def __init__(self, url: str, channels: list[str], dtype: np.dtype, tile_size: int, overwrite: bool = False):
+        self.url = str(url)
+        self.channels = list(channels)
+        self.dtype = np.dtype(dtype)
+        self.scale = dtype_scale(self.dtype)
+        self.tile_size = tile_size
+        self.chunk_tiles, self.shard_tiles = chunk_layout(len(channels) * tile_size**2 * self.dtype.itemsize)
+        self._prepare_destination(overwrite)
+        self._array = self._create_array()
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self._written = 0
+        self._rows: list[dict[str, Any]] = []
+        self._stats = _ChannelStats(len(channels))
+
+    def _prepare_destination(self, overwrite: bool) -> None:
+        try:
+            self.staging = storage.begin_output(self.url, overwrite, what="tile store")
+        except FileExistsError as err:
+            raise StoreError(str(err)) from None
+
+    def _create_array(self):
+        from zarr.codecs import BloscCodec
+
+        group = open_zarr_group(storage.join(self.staging, TILES), "w")
+        c, t = len(self.channels), self.tile_size
+        return group.create_array(
+            "tiles",
+            shape=(0, c, t, t),
+            chunks=(self.chunk_tiles, c, t, t),
+            shards=(self.shard_tiles, c, t, t),
+            dtype=self.dtype,
+            compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if self.dtype.itemsize > 1 else "shuffle"),
+            fill_value=0,
+        )
+
+    def append(self, tiles: np.ndarray, rows: list[dict[str, Any]]) -> None:
+        expected = (len(self.channels), self.tile_size, self.tile_size)
+        if tiles.shape[1:] != expected or tiles.dtype != self.dtype:
+            raise StoreError(f"tiles of shape {tiles.shape[1:]} {tiles.dtype} do not match the store's {expected} {self.dtype}")
+        if len(rows) != len(tiles):
+            raise StoreError(f"{len(tiles)} tiles but {len(rows)} manifest rows")
+        self._stats.update(tiles.astype(np.float32) / self.scale)
+        self._buffer.append(tiles)
+        self._buffered += len(tiles)
+        self._rows.extend(rows)
+        while self._buffered >= self.shard_tiles:
+            self._flush(self.shard_tiles)
+
+    def _flush(self, count: int) -> None:
+        data = np.concatenate(self._buffer)
+        block, rest = data[:count], data[count:]
+        start = self._written
+        self._array.resize((start + len(block), *self._array.shape[1:]))
+        self._array[start : start + len(block)] = block
+        self._written += len(block)
+        self._buffer = [rest] if len(rest) else []
+        self._buffered = len(rest)
+
+    def close(self, extra_attrs: dict[str, Any] | None = None) -> TileStore:
+        if self._buffered:
+            self._flush(self._buffered)
+        if self._written == 0:
+            self.abort()
+            raise StoreError(f"no tiles were written to {self.url}")
+        info = StoreInfo(
+            n_tiles=self._written,
+            channels=self.channels,
+            dtype=str(self.dtype),
+            tile_size=self.tile_size,
+            scale=self.scale,
+            chunk_tiles=self.chunk_tiles,
+            shard_tiles=self.shard_tiles,
+            **self._stats.summary(),
+        )
+        group = open_zarr_group(storage.join(self.staging, TILES), "r+")
+        group.attrs.update({"sslray": asdict(info), **(extra_attrs or {})})
+        storage.write_bytes(storage.join(self.staging, MANIFEST), _manifest_bytes(self._rows))
+        storage.publish_output(self.staging, self.url, {"n_tiles": info.n_tiles, "format_version": FORMAT_VERSION})
+        return TileStore.open(self.url)
+
+    def abort(self) -> None:
+        """Remove everything this writer wrote; a published store is never touched."""
+        storage.remove(self.staging)
+
+
+def _manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(rows)
+    table = table.append_column("tile_id", pa.array(np.arange(len(rows), dtype=np.int64)))
+    table = table.select(["tile_id", *[c for c in table.column_names if c != "tile_id"]])
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+class _ChannelStats:
+    """Streaming per-channel mean/std plus a pixel sample for percentiles."""
+
+    def __init__(self, channels: int, sample_per_tile: int = 256, seed: int = 0) -> None:
+        self.sum = np.zeros(channels)
+        self.sumsq = np.zeros(channels)
+        self.count = 0
+        self.samples: list[np.ndarray] = []
+        self.sample_per_tile = sample_per_tile
+        self.rng = np.random.default_rng(seed)
+
+    def update(self, tiles: np.ndarray) -> None:
+        n, c = tiles.shape[:2]
+        flat = tiles.reshape(n, c, -1)
+        self.sum += flat.sum(axis=(0, 2), dtype=np.float64)
+        self.sumsq += np.square(flat, dtype=np.float64).sum(axis=(0, 2))
+        self.count += n * flat.shape[2]
+        pick = self.rng.integers(0, flat.shape[2], size=min(self.sample_per_tile, flat.shape[2]))
+        self.samples.append(flat[:, :, pick].transpose(1, 0, 2).reshape(c, -1))
+
+    def summary(self) -> dict[str, list[float]]:
+        mean = self.sum / self.count
+        std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
+        sample = np.concatenate(self.samples, axis=1)
+        return {
+            "mean": [round(float(v), 6) for v in mean],
+            "std": [round(float(max(v, 1e-6)), 6) for v in std],
+            "p01": [round(float(v), 6) for v in np.percentile(sample, 1, axis=1)],
+            "p99": [round(float(v), 6) for v in np.percentile(sample, 99, axis=1)],
+        }

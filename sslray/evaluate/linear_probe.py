@@ -1,0 +1,62 @@
+"""Linear probe on frozen embeddings: splits, fit and metrics, in scikit-learn (no Ray).
+
+Protocol (design.md §5): standardised features, a logistic-regression classifier, train/test
+split stratified by label and grouped (no patient/slide/field on both sides), the
+regularisation strength chosen on a validation split carved from the training part, then
+refit on all training data. Metrics: balanced accuracy and macro one-vs-rest AUC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    test: np.ndarray
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray | None, test_fraction: float, seed: int) -> Split:
+    """One stratified (and, with groups, grouped) split holding out about ``test_fraction``."""
+    n_splits = max(2, round(1 / test_fraction))
+    x = np.zeros(len(labels))
+    if groups is not None:
+        if len(np.unique(groups)) < n_splits:
+            raise ValueError(f"need at least {n_splits} distinct groups for a {test_fraction:.0%} test split")
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train, test = next(splitter.split(x, labels, groups))
+    else:
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train, test = next(splitter.split(x, labels))
+    return Split(np.sort(train), np.sort(test))
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int = 2000, seed: int = 0) -> Pipeline:
+    clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+    return make_pipeline(StandardScaler(), clf).fit(features, labels)
+
+
+def probe_metrics(model: Pipeline, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predicted = model.predict(features)
+    metrics = {"balanced_accuracy": float(balanced_accuracy_score(labels, predicted))}
+    proba = model.predict_proba(features)
+    classes = model.classes_
+    present = np.isin(classes, np.unique(labels))
+    if present.sum() < 2:
+        metrics["macro_auc"] = float("nan")
+    elif len(classes) == 2:
+        metrics["macro_auc"] = float(roc_auc_score(labels == classes[1], proba[:, 1]))
+    else:
+        metrics["macro_auc"] = float(
+            roc_auc_score(labels, proba[:, present] / proba[:, present].sum(1, keepdims=True),
+                          multi_class="ovr", average="macro", labels=classes[present])
+        )
+    return metrics

@@ -1,0 +1,147 @@
+"""``sslray evaluate``: a linear probe whose regularisation grid runs on Ray Tune.
+
+Each Tune trial fits one regularisation strength on the inner training split and scores it
+on the validation split; the best strength (by validation balanced accuracy) is refit on the
+whole training split and scored once on the held-out test split. Trials and the final
+scores are logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.dataset as pads
+
+from sslray import storage, tracking
+from sslray.evaluate.linear_probe import Split, fit_probe, grouped_split, probe_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig:
+    embeddings: str = ""
+    out: str = "sslray-runs"
+    name: str = "evaluate"
+    label_column: str = "label"
+    group_column: str | None = "group"  # falls back to image_id when the column is absent or empty
+    test_fraction: float = 0.25
+    val_fraction: float = 0.2
+    c_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    max_iter: int = 2000
+    seed: int = 0
+    cpus_per_trial: float = 0.5
+    tracking: tracking.TrackingConfig = field(default_factory=tracking.TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.embeddings:
+            raise ValueError("embeddings: the embeddings table URL is required")
+        for key in ("test_fraction", "val_fraction"):
+            if not 0 < getattr(self, key) < 1:
+                raise ValueError(f"{key} must be in (0, 1), got {getattr(self, key)}")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ValueError("c_grid must list positive regularisation strengths")
+
+
+@dataclass
+class ProbeData:
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None
+    group_column: str | None
+
+
+def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
+    if not storage.is_complete(cfg.embeddings):
+        raise FileNotFoundError(f"embeddings table {cfg.embeddings} is missing or incomplete (no _SUCCESS)")
+    fs, path = storage.filesystem(cfg.embeddings)
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    if cfg.label_column not in table.column_names:
+        raise KeyError(f"{cfg.embeddings}: no label column {cfg.label_column!r} (columns: {table.column_names})")
+    labels = np.asarray(table.column(cfg.label_column).to_pylist(), dtype=object)
+    keep = np.array([v is not None and v == v for v in labels])  # unlabelled tiles are not probed
+    if keep.sum() == 0:
+        raise ValueError(f"{cfg.embeddings}: column {cfg.label_column!r} holds no labels")
+    emb = table.column("embedding").combine_chunks()
+    features = emb.values.to_numpy().reshape(len(emb), -1)[keep]
+    group_col = _group_column(table, cfg.group_column)
+    groups = np.asarray(table.column(group_col).to_pylist(), dtype=object)[keep] if group_col else None
+    return ProbeData(features.astype(np.float32), labels[keep].astype(str), groups, group_col)
+
+
+def _group_column(table, preferred: str | None) -> str | None:
+    for name in (preferred, "image_id"):
+        if name and name in table.column_names and table.column(name).null_count < table.num_rows:
+            return name
+    return None
+
+
+def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
+    from ray import tune
+
+    from sslray.runtime import ensure_ray
+
+    ensure_ray()
+    data = load_probe_data(cfg)
+    outer = grouped_split(data.labels, data.groups, cfg.test_fraction, cfg.seed)
+    train_groups = data.groups[outer.train] if data.groups is not None else None
+    inner_local = grouped_split(data.labels[outer.train], train_groups, cfg.val_fraction, cfg.seed + 1)
+    inner = Split(outer.train[inner_local.train], outer.train[inner_local.test])
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _tune_trial, features=data.features, labels=data.labels, inner=inner, max_iter=cfg.max_iter, seed=cfg.seed
+        ),
+        {"CPU": cfg.cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"C": tune.grid_search(list(cfg.c_grid))},
+        tune_config=tune.TuneConfig(metric="val_balanced_accuracy", mode="max"),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=storage.join(storage.local_path(cfg.out), "tune"), verbose=0),
+    )
+    grid = tuner.fit()
+    trials = [(r.config["C"], {k: v for k, v in r.metrics.items() if k.startswith("val_")})
+              for r in grid if r.error is None]
+    if not trials:
+        raise RuntimeError(f"every probe trial failed; first error: {next(iter(grid)).error}")
+    best_c = max(trials, key=lambda t: (t[1]["val_balanced_accuracy"], -t[0]))[0]
+    final = fit_probe(data.features[outer.train], data.labels[outer.train], best_c, cfg.max_iter, cfg.seed)
+    scores = probe_metrics(final, data.features[outer.test], data.labels[outer.test])
+    _track(cfg, data, outer, best_c, trials, scores, tags or {})
+    return scores | {"C": best_c, "n_train": int(len(outer.train)), "n_test": int(len(outer.test))}
+
+
+def _tune_trial(config: dict, features, labels, inner: Split, max_iter: int, seed: int) -> dict:
+    """One grid point: fit on the inner training split, score on the validation split."""
+    model = fit_probe(features[inner.train], labels[inner.train], config["C"], max_iter, seed)
+    return {f"val_{k}": v for k, v in probe_metrics(model, features[inner.test], labels[inner.test]).items()}
+
+
+def _track(cfg, data: ProbeData, outer: Split, best_c, trials, scores, tags) -> None:
+    from sslray.config import to_dict
+
+    uri = tracking.resolve_uri(cfg.tracking, cfg.out)
+    run_id = tracking.start_run(
+        uri, cfg.tracking.experiment, cfg.name, cfg.out,
+        {"sslray.stage": "evaluate", "sslray.embeddings": tracking.redact(cfg.embeddings), **tags},
+    )
+    tracking.log_config(uri, run_id, to_dict(cfg))
+    for c, metrics in sorted(trials, key=lambda t: t[0]):
+        tracking.log_metrics(uri, run_id, {f"grid_{k}": v for k, v in metrics.items()}, step=_c_step(c))
+    tracking.log_metrics(
+        uri, run_id,
+        {**{f"test_{k}": v for k, v in scores.items()}, "best_C": best_c,
+         "n_train": len(outer.train), "n_test": len(outer.test), "n_classes": len(np.unique(data.labels))},
+    )
+    import mlflow
+
+    mlflow.MlflowClient(uri).set_tag(run_id, "sslray.group_column", str(data.group_column))
+    tracking.end_run(uri, run_id)
+    log.info("evaluate run %s logged to %s", run_id, uri)
+
+
+def _c_step(c: float) -> int:
+    """MLflow steps are integers: index the grid by log10(C) shifted to be non-negative."""
+    return int(round((np.log10(c) + 10) * 100))

@@ -1,0 +1,113 @@
+"""Batch embedding: a tile store + a checkpoint -> the embeddings table.
+
+Ray Data streams tiles from the store through a pool of actors (``map_batches`` with an
+``ActorPoolStrategy``), each holding one copy of the encoder (one GPU per actor when the
+cluster has GPUs). The table is parquet: the manifest's identifying and grouping columns,
+``embedding`` as a fixed-size list of float32 (L2-normalised by default) and the checkpoint
+it came from. It is published atomically like every sslray output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from sslray import storage
+from sslray.data.transforms import normalize, resize, to_unit
+from sslray.train.checkpoint import load_encoder, read_meta
+
+ID_COLUMNS = ("tile_id", "source", "image_id", "x", "y", "level", "mpp", "tissue_fraction", "label", "group", "split")
+GROUP_COLUMNS = ("slide_id", "patient_id", "spot_id", "plate", "well", "site", "batch", "perturbation", "magnification")
+
+
+@dataclass
+class EmbedConfig:
+    checkpoint: str = ""
+    store: str = ""
+    out: str = ""
+    batch_size: int = 128
+    num_actors: int = 1
+    use_gpu: bool | None = None  # default: when the Ray cluster has GPUs
+    cpus_per_actor: float = 1.0
+    l2_normalize: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("checkpoint", "store", "out"):
+            if not getattr(self, key):
+                raise ValueError(f"{key} is required")
+        if self.batch_size < 1 or self.num_actors < 1:
+            raise ValueError("batch_size and num_actors must be >= 1")
+
+
+class Embedder:
+    """A Ray Data actor: loads the encoder once, then embeds batch after batch."""
+
+    def __init__(self, checkpoint: str, l2_normalize: bool) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder, self.meta = load_encoder(checkpoint)
+        self.encoder.to(self.device)
+        self.checkpoint = checkpoint
+        self.l2_normalize = l2_normalize
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        images = torch.from_numpy(np.ascontiguousarray(batch.pop("image"))).to(self.device)
+        x = normalize(resize(to_unit(images, self.meta["scale"]), self.meta["image_size"]), self.meta["mean"], self.meta["std"])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            features = self.encoder(x).float()
+        if self.l2_normalize:
+            features = torch.nn.functional.normalize(features, dim=-1)
+        return embeddings_table(batch, features.cpu().numpy(), self.checkpoint)
+
+
+def embeddings_table(columns: dict[str, np.ndarray], features: np.ndarray, checkpoint: str) -> pa.Table:
+    n, dim = features.shape
+    flat = pa.array(features.astype(np.float32, copy=False).reshape(-1))
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, dim))
+    return table.append_column("checkpoint", pa.array([checkpoint] * n, pa.string()).dictionary_encode())
+
+
+def run_embed(cfg: EmbedConfig) -> str:
+    """Embed every tile of ``cfg.store``; returns the URL of the published table."""
+    from ray.data import ActorPoolStrategy
+
+    from sslray.data.store import TileStore
+    from sslray.runtime import cluster_has_gpus, ensure_ray
+
+    ensure_ray()
+    meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
+    store = TileStore.open(cfg.store)
+    if store.info.n_channels != meta["in_chans"]:
+        raise ValueError(
+            f"{cfg.store} has {store.info.n_channels} channels but the checkpoint {cfg.checkpoint} expects {meta['in_chans']}"
+        )
+    columns = [c for c in (*ID_COLUMNS, *GROUP_COLUMNS) if c in store.manifest_table.column_names]
+    use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
+    staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table")
+    ds = store.to_ray_dataset(columns=columns).map_batches(
+        Embedder,
+        fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "l2_normalize": cfg.l2_normalize},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=cfg.num_actors),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=cfg.cpus_per_actor,
+    )
+    try:
+        ds.write_parquet(staging)
+    except BaseException:
+        if staging != cfg.out:
+            storage.remove(staging)
+        raise
+    storage.publish_output(
+        staging,
+        cfg.out,
+        {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": meta["embed_dim"],
+         "l2_normalized": cfg.l2_normalize},
+    )
+    return cfg.out

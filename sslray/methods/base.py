@@ -1,0 +1,76 @@
+"""The contract between an SSL method and the (method-agnostic) training loop.
+
+A method is an ``nn.Module`` owning everything specific to it: heads, teacher networks,
+view generation and the loss. The loop only ever calls, per step::
+
+    views = method.make_views(images)          # tensor ops, on the training device
+    out = method(views, step)                  # -> StepOutput(loss, metrics)
+    loss.backward(); method.before_optimizer_step(step); optimizer.step()
+    method.after_optimizer_step(step)          # EMA teachers, centers...
+
+and ``method.encoder()`` to get the network whose features are exported. Calling the
+module itself (not a helper) for the loss keeps DDP's gradient hooks in charge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sslray.models.backbones import feature_dim
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Schedule:
+    """Step bookkeeping every method needs for its schedules."""
+
+    total_steps: int
+    steps_per_epoch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+        self.steps_per_epoch = max(1, self.steps_per_epoch)
+
+
+class SSLMethod(nn.Module):
+    """Base class; subclasses set ``Config`` (a dataclass) and implement the hooks."""
+
+    Config: ClassVar[type]
+    name: ClassVar[str]
+
+    def __init__(self, backbone: nn.Module, cfg: Any, schedule: Schedule) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.cfg = cfg
+        self.schedule = schedule
+        self.embed_dim = feature_dim(backbone)
+
+    def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:  # noqa: D401
+        raise NotImplementedError
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Called after backward, before the optimizer step (e.g. to freeze a layer)."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after the optimizer step (e.g. EMA teacher update)."""
+
+    def encoder(self) -> nn.Module:
+        """The network whose pooled output is the exported embedding."""
+        return self.backbone
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules the optimizer updates; teachers are excluded."""
+        return [self.backbone]

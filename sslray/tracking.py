@@ -1,0 +1,134 @@
+"""MLflow helpers shared by every stage.
+
+Embedded default: a SQLite store under the run's output directory (MLflow 3 refuses a
+plain file store), with artifacts next to it. ``MLFLOW_TRACKING_URI`` or a configured URI
+switches to a tracking server. Anything that looks like a credential is dropped before it
+reaches MLflow: configs can carry storage options, and MLflow params are readable by
+everyone with access to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sslray import storage
+from sslray.config import flatten
+
+SECRET_PATTERN = re.compile(r"(secret|password|passwd|token|credential|api[_-]?key|access[_-]?key|session)", re.I)
+SECRET_KEYS = {"key", "secret"}  # s3fs's names for the access key and secret
+REDACTED = "<redacted>"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<out>/mlflow.db
+    experiment: str = "sslray"
+
+
+def resolve_uri(cfg: TrackingConfig, out_dir: str) -> str:
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if storage.is_remote(out_dir):
+        raise ValueError(
+            f"outputs go to {out_dir} but no tracking server is set: set MLFLOW_TRACKING_URI or tracking.uri "
+            "(a SQLite file cannot live on object storage)"
+        )
+    path = Path(storage.local_path(out_dir))
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'mlflow.db'}"
+
+
+def redact(data: Any) -> Any:
+    """Replace values whose key names a credential; recurse through dicts and lists."""
+    if isinstance(data, dict):
+        return {k: (REDACTED if _is_secret(k) else redact(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    if isinstance(data, str):
+        return _strip_url_credentials(data)
+    return data
+
+
+def _is_secret(key: object) -> bool:
+    return str(key).lower() in SECRET_KEYS or bool(SECRET_PATTERN.search(str(key)))
+
+
+def _strip_url_credentials(value: str) -> str:
+    """``s3://key:secret@host/...`` -> ``s3://<redacted>@host/...``."""
+    return re.sub(r"(://)[^/@\s]+:[^/@\s]+@", r"\1" + REDACTED + "@", value)
+
+
+def get_experiment_id(uri: str, name: str, out_dir: str | None) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:") and out_dir is not None:
+        artifact_location = Path(storage.local_path(out_dir), "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created concurrently by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_run(uri: str, experiment: str, run_name: str, out_dir: str | None, tags: dict[str, str] | None = None) -> str:
+    """Create a run and return its id; stages log to it by id, from any process."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = get_experiment_id(uri, experiment, out_dir)
+    run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
+    return run.info.run_id
+
+
+def log_config(uri: str, run_id: str, config: dict[str, Any]) -> None:
+    """The resolved config as params (flattened, redacted) and as ``config.json``."""
+    import mlflow
+    from mlflow.entities import Param
+
+    safe = redact(config)
+    params = [Param(k, _param_value(v)) for k, v in flatten(safe).items()]
+    client = mlflow.MlflowClient(uri)
+    for i in range(0, len(params), 100):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=params[i : i + 100])
+    client.log_text(run_id, json.dumps(safe, indent=2, sort_keys=True), "config.json")
+
+
+def _param_value(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text[:MAX_PARAM_LENGTH]
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+    if batch:
+        mlflow.MlflowClient(uri).log_batch(run_id, metrics=batch)
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.MlflowClient(uri).set_terminated(run_id, status=status)
+
+
+def ui_hint(uri: str) -> str:
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri}"
+    return f"open {uri} in a browser"

@@ -1,0 +1,87 @@
+"""The pretraining config: one dataclass tree, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sslray.config import ConfigError, to_dict
+from sslray.models.backbones import BackboneConfig, is_vit
+from sslray.tracking import TrackingConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with DINO's schedules: linear warm-up then cosine for lr, cosine for weight decay."""
+
+    lr: float = 5e-4  # for a global batch of 256; scaled linearly with the real global batch
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0  # 0 disables clipping
+    scale_lr_with_batch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0:
+            raise ValueError("optim.lr must be > 0, optim.min_lr and optim.warmup_epochs >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 100
+    steps: int | None = None  # overrides epochs when set
+    batch_size: int = 64  # per worker
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    torch_threads: int | None = None  # default: the CPUs Ray gives the worker
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    log_every: int = 10
+    max_failures: int = 0  # worker failures Ray Train recovers from (restarting from the last checkpoint)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
+        if self.num_workers < 0 or self.cpus_per_worker <= 0:
+            raise ValueError("train.num_workers must be >= 0 and train.cpus_per_worker > 0")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"train.steps must be >= 1, got {self.steps}")
+        if self.epochs <= 0:
+            raise ValueError(f"train.epochs must be > 0, got {self.epochs}")
+
+
+@dataclass
+class PretrainConfig:
+    store: str = ""
+    out: str = "sslray-runs"
+    name: str = "pretrain"
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "dino"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        from sslray.methods import method_config
+
+        params = dict(self.method)
+        name = params.pop("name", "dino")
+        self.method_cfg = method_config(name, params)
+        # Keep the resolved form (defaults filled in) so the saved config is complete.
+        self.method = {"name": name, **to_dict(self.method_cfg)}
+        if is_vit(self.model.name) and "img_size" not in self.model.kwargs:
+            self.model.kwargs["img_size"] = self.input_size  # native size for the global views
+        if not self.store:
+            raise ConfigError("store: the tile store URL is required (store=PATH or s3://...)")
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def input_size(self) -> int:
+        """The image size the encoder sees at embedding time: the method's global view size."""
+        views = getattr(self.method_cfg, "views", None)
+        return int(self.model.kwargs.get("img_size") or getattr(views, "global_size", 224))

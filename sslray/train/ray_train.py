@@ -1,0 +1,291 @@
+"""Pretraining on Ray Train: ``TorchTrainer`` workers fed by a Ray Data stream of tiles.
+
+The driver opens the store, resolves step counts and tracking, and starts the trainer.
+Each worker builds the method, wraps it for DDP (``prepare_model``), pulls uint8 tiles from
+its dataset shard, makes views on its own device, and reports metrics and checkpoints
+through ``ray.train.report``. Re-running with the same ``name`` and ``out`` resumes from
+the latest checkpoint (Train V2 semantics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sslray import storage, tracking
+from sslray.config import ConfigError, from_dict, to_dict
+from sslray.data.store import MANIFEST, TileStore
+from sslray.methods import Schedule, build_method
+from sslray.models.backbones import create_backbone
+from sslray.runtime import ensure_ray
+from sslray.train.checkpoint import load_train_state, save_encoder, save_train_state
+from sslray.train.config import PretrainConfig
+from sslray.train.loop import SSLStep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    checkpoint: str  # URL of the final checkpoint directory
+    run_id: str
+    tracking_uri: str
+    steps: int
+
+
+def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
+    ensure_ray()
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    store = TileStore.open(cfg.store)
+    plan = _plan(cfg, store)
+    uri = tracking.resolve_uri(cfg.tracking, cfg.out)
+    run_id = _tracking_run(cfg, uri, plan)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "plan": plan, "tracking_uri": uri, "run_id": run_id},
+        scaling_config=ScalingConfig(
+            num_workers=max(cfg.train.num_workers, 1),
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=checkpoint_root(cfg.out),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+        datasets={"train": store.to_ray_dataset(shuffle=True)},
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    checkpoint = _checkpoint_url(result.checkpoint)
+    _log_final(uri, run_id, checkpoint)
+    return PretrainResult(checkpoint, run_id, uri, plan["total_steps"])
+
+
+def checkpoint_root(out: str) -> str:
+    return storage.join(storage.local_path(out), "checkpoints")
+
+
+def _plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
+    """Step counts and the data facts every worker needs (computed once, on the driver)."""
+    workers = max(cfg.train.num_workers, 1)
+    global_batch = cfg.train.batch_size * workers
+    if len(store) < global_batch:
+        raise ConfigError(
+            f"train.batch_size: the store {store.url} has {len(store)} tiles, fewer than one global batch "
+            f"({cfg.train.batch_size} x {workers} workers)"
+        )
+    steps_per_epoch = len(store) // global_batch
+    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    info = store.info
+    return {
+        "total_steps": total,
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch": global_batch,
+        "stats": {"scale": info.scale, "mean": info.mean, "std": info.std, "channels": info.channels},
+        "in_chans": info.n_channels,
+        "lineage": {"store": tracking.redact(store.url), "manifest_sha256": manifest_hash(store.url)},
+    }
+
+
+def manifest_hash(url: str) -> str:
+    return hashlib.sha256(storage.read_bytes(storage.join(url, MANIFEST))).hexdigest()
+
+
+def _tracking_run(cfg: PretrainConfig, uri: str, plan: dict) -> str:
+    tags = {
+        "sslray.stage": "pretrain",
+        "sslray.method": cfg.method_name,
+        "sslray.store": plan["lineage"]["store"],
+        "sslray.manifest_sha256": plan["lineage"]["manifest_sha256"],
+    }
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, cfg.out, tags)
+    tracking.log_config(uri, run_id, to_dict(cfg))
+    return run_id
+
+
+def _checkpoint_url(checkpoint) -> str:
+    if checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    fs_type = type(checkpoint.filesystem).__name__
+    if fs_type == "S3FileSystem":
+        return f"s3://{checkpoint.path}"
+    if fs_type == "GcsFileSystem":
+        return f"gs://{checkpoint.path}"
+    return checkpoint.path
+
+
+def _log_final(uri: str, run_id: str, checkpoint: str) -> None:
+    import mlflow
+
+    from sslray.train.checkpoint import ENCODER_FILE, META_FILE
+
+    client = mlflow.MlflowClient(uri)
+    client.set_tag(run_id, "sslray.checkpoint", tracking.redact(checkpoint))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (ENCODER_FILE, META_FILE):
+            path = f"{tmp}/{name}"
+            with open(path, "wb") as handle:
+                handle.write(storage.read_bytes(storage.join(checkpoint, name)))
+            client.log_artifact(run_id, path, "checkpoint")
+    tracking.end_run(uri, run_id)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(PretrainConfig, config["cfg"])
+    plan = config["plan"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
+    torch.manual_seed(cfg.train.seed + rank)
+    device = ray.train.torch.get_device()
+
+    backbone = create_backbone(cfg.model, plan["in_chans"])
+    method = build_method(
+        cfg.method_name, cfg.method_cfg, backbone, Schedule(plan["total_steps"], plan["steps_per_epoch"])
+    )
+    model = ray.train.torch.prepare_model(method)
+    step_fn = SSLStep(
+        model, method, cfg.optim, plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"], plan["stats"]
+    )
+    step = _resume(step_fn)
+    meta = checkpoint_meta(cfg, plan, method.embed_dim)
+    reporter = _Reporter(cfg, plan, config, rank, step)
+    shard = ray.train.get_dataset_shard("train")
+    while step < plan["total_steps"]:
+        batches = shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, device=device)
+        reporter.mark_wait_start()
+        for batch in batches:
+            reporter.mark_data_ready()
+            result = step_fn(batch["image"], step)
+            step += 1
+            reporter.after_step(step, result, len(batch["image"]))
+            if reporter.due(step):
+                _report(reporter.metrics(step), step, step_fn, method, meta, rank, reporter.checkpoint_due(step))
+            if step >= plan["total_steps"]:
+                break
+            reporter.mark_wait_start()
+
+
+def _resume(step_fn: SSLStep) -> int:
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        state = load_train_state(directory)
+    step_fn.load_state_dict(state["state"])
+    return int(state["step"])
+
+
+def checkpoint_meta(cfg: PretrainConfig, plan: dict, embed_dim: int) -> dict[str, Any]:
+    stats = plan["stats"]
+    return {
+        "method": cfg.method_name,
+        "model": to_dict(cfg.model) | {"weights": None},
+        "in_chans": plan["in_chans"],
+        "image_size": cfg.input_size,
+        "embed_dim": embed_dim,
+        "channels": stats["channels"],
+        "scale": stats["scale"],
+        "mean": stats["mean"],
+        "std": stats["std"],
+        "lineage": plan["lineage"],
+        "config": tracking.redact(to_dict(cfg)),
+    }
+
+
+def _report(metrics, step, step_fn, method, meta, rank, with_checkpoint) -> None:
+    import ray.train
+    from ray.train import Checkpoint
+
+    if not with_checkpoint:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_encoder(tmp, method.encoder(), meta | {"step": step})
+            save_train_state(tmp, {"step": step, "state": step_fn.state_dict()})
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class _Reporter:
+    """Per-step timing (data wait vs compute), console progress and MLflow metrics (rank 0)."""
+
+    def __init__(self, cfg: PretrainConfig, plan: dict, config: dict, rank: int, start_step: int) -> None:
+        self.cfg = cfg
+        self.total = plan["total_steps"]
+        self.rank = rank
+        self.uri = config["tracking_uri"]
+        self.run_id = config["run_id"]
+        self.start_step = start_step
+        self.started = time.perf_counter()
+        self.window_wait = self.window_total = 0.0
+        self.window_images = 0
+        self.last: dict[str, float] = {}
+        self._t_wait = self._t_ready = time.perf_counter()
+
+    def mark_wait_start(self) -> None:
+        self._t_wait = time.perf_counter()
+
+    def mark_data_ready(self) -> None:
+        self._t_ready = time.perf_counter()
+
+    def after_step(self, step: int, result, n_images: int) -> None:
+        now = time.perf_counter()
+        self.window_wait += self._t_ready - self._t_wait
+        self.window_total += now - self._t_wait
+        self.window_images += n_images
+        self.last = {"loss": result.loss, "lr": result.lr, "weight_decay": result.weight_decay, **result.metrics}
+
+    def due(self, step: int) -> bool:
+        return step % max(self.cfg.train.log_every, 1) == 0 or self.checkpoint_due(step)
+
+    def checkpoint_due(self, step: int) -> bool:
+        every = self.cfg.train.checkpoint_every
+        return step == self.total or (every > 0 and step % every == 0)
+
+    def metrics(self, step: int) -> dict[str, float]:
+        images_per_s = self.window_images / max(self.window_total, 1e-9)
+        wait_fraction = self.window_wait / max(self.window_total, 1e-9)
+        metrics = {**self.last, "images_per_s": images_per_s, "data_wait_fraction": wait_fraction, "step": step}
+        if self.rank == 0:
+            tracking.log_metrics(self.uri, self.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
+            self._print_progress(step, metrics)
+            if wait_fraction > 0.1:
+                log.warning("waiting for data %.0f%% of the time: the input pipeline is the bottleneck", 100 * wait_fraction)
+        self.window_wait = self.window_total = 0.0
+        self.window_images = 0
+        return metrics
+
+    def _print_progress(self, step: int, metrics: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.started
+        done = step - self.start_step
+        eta = elapsed / max(done, 1) * (self.total - step)
+        print(
+            f"[sslray] step {step}/{self.total} loss {metrics['loss']:.4f} "
+            f"{metrics['images_per_s']:.1f} img/s data-wait {100 * metrics['data_wait_fraction']:.0f}% "
+            f"ETA {eta:.0f}s",
+            flush=True,
+        )

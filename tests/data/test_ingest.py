@@ -1,0 +1,106 @@
+"""Folder ingest: labels from folders or CSV, tiling, and bad input named by file."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from sslray.data.ingest import IngestConfig, IngestError, ingest_folder, otsu_threshold
+from sslray.data.readers import ImageReadError, read_image
+from tests.conftest import write_png
+
+
+def _folder(tmp_path):
+    rng = np.random.default_rng(0)
+    write_png(tmp_path / "src" / "tumor" / "a.png", rng.integers(0, 255, (70, 100, 3), dtype=np.uint8))
+    write_png(tmp_path / "src" / "normal" / "b.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    return tmp_path / "src"
+
+
+def test_subfolder_labels_and_tiling(tmp_path):
+    store = ingest_folder(IngestConfig(src=str(_folder(tmp_path)), dest=str(tmp_path / "s"), tile_size=32))
+    m = store.manifest
+    # a.png 100x70 -> 3x2 tiles, b.png 64x64 -> 2x2 tiles; ragged borders dropped
+    assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
+    assert sorted(m["label"].unique()) == ["normal", "tumor"]
+    assert set(zip(m.loc[m.source == "tumor/a.png", "x"], m.loc[m.source == "tumor/a.png", "y"])) == {
+        (x, y) for x in (0, 32, 64) for y in (0, 32)}
+    original = read_image(tmp_path / "src" / "tumor" / "a.png")
+    row = m[(m.source == "tumor/a.png") & (m.x == 32) & (m.y == 32)].index[0]
+    np.testing.assert_array_equal(store.read(row, row + 1)[0], original[:, 32:64, 32:64])
+
+
+def test_csv_labels_groups_and_multichannel_tiff(synthetic_images, tmp_path):
+    root, labels = synthetic_images
+    store = ingest_folder(IngestConfig(src=str(root), dest=str(tmp_path / "s"), labels=str(labels), tile_size=64))
+    assert store.info.channels == ["ch0", "ch1"] or store.info.n_channels == 2
+    m = store.manifest
+    assert len(store) == 4 * 6 * 4 and m["group"].nunique() == 24 and set(m["label"]) == {
+        "round", "spindle", "punctate", "binucleate"}
+    assert m["tissue_fraction"].between(0, 1).all()
+
+
+def test_missing_file_in_csv_stops_with_its_name_and_writes_nothing(tmp_path):
+    src = _folder(tmp_path)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label\ntumor/a.png,t\nmissing/nope.png,n\n")
+    with pytest.raises(IngestError, match="nope.png"):
+        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), labels=str(csv_path), tile_size=32))
+    assert not (tmp_path / "s").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s")]
+
+
+def test_corrupt_image_stops_ingest_and_leaves_no_partial_store(tmp_path):
+    src = _folder(tmp_path)
+    (src / "tumor" / "z_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(IngestError, match="z_broken.png"):
+        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_skip_mode_reports_bad_files_and_keeps_the_rest(tmp_path):
+    src = _folder(tmp_path)
+    (src / "tumor" / "broken.png").write_bytes(b"garbage")
+    write_png(src / "tumor" / "small.png", np.zeros((10, 10, 3), np.uint8))
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
+    report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["skipped"]}
+    assert set(reasons) == {"broken.png", "small.png"}
+    assert "smaller than the tile size 32" in reasons["small.png"]
+    assert len(store) == 10
+
+
+def test_channel_count_mismatch_is_named(tmp_path):
+    src = _folder(tmp_path)
+    write_png(src / "tumor" / "zz_gray.png", np.zeros((64, 64), np.uint8))
+    with pytest.raises(IngestError, match="zz_gray.png: has 1 channels but earlier images have 3"):
+        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+
+
+def test_readers_give_channels_first(tmp_path):
+    gray = write_png(tmp_path / "g.png", np.zeros((20, 30), np.uint8))
+    assert read_image(gray).shape == (1, 20, 30)
+    stack = np.arange(5 * 20 * 30, dtype=np.uint16).reshape(5, 20, 30)
+    tifffile.imwrite(tmp_path / "m.tif", stack, photometric="minisblack")
+    np.testing.assert_array_equal(read_image(tmp_path / "m.tif"), stack)
+    with pytest.raises(ImageReadError, match="unsupported image format"):
+        read_image(tmp_path / "x.bmp")
+    nan = np.full((1, 20, 20), np.nan, np.float32)
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    with pytest.raises(ImageReadError, match="NaN"):
+        read_image(tmp_path / "nan.tif")
+
+
+def test_otsu_finds_the_foreground_side():
+    image = np.zeros((1, 40, 40), np.uint8)
+    image[:, :10, :10] = 200  # small bright object on dark background
+    threshold, bright_background = otsu_threshold(image)
+    assert 0 < threshold < 200 and not bright_background
+
+
+def test_real_tiles_ingest(test_data, tmp_path):
+    src = test_data / "crc_samples" / "kather2016"
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=128))
+    assert len(store) == 24 and store.manifest["label"].nunique() == 8

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from sslray.evaluate.linear_probe import fit_probe, grouped_split, probe_metrics
+
+
+def test_grouped_split_never_shares_a_group_and_keeps_every_class():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5)
+    labels = np.repeat(rng.integers(0, 4, 40), 5).astype(str)
+    split = grouped_split(labels, groups, 0.25, seed=0)
+    assert not set(groups[split.train]) & set(groups[split.test])
+    assert set(labels[split.test]) == set(labels)
+    assert 0.15 < len(split.test) / len(labels) < 0.35
+
+
+def test_too_few_groups_is_an_error():
+    with pytest.raises(ValueError, match="distinct groups"):
+        grouped_split(np.array(["a", "b", "a"]), np.array([1, 1, 2]), 0.25, seed=0)
+
+
+def test_probe_separates_separable_classes_and_not_noise():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(["a", "b", "c"]), 60)
+    signal = np.eye(3)[np.repeat(np.arange(3), 60)] * 3 + rng.normal(size=(180, 3))
+    noise = rng.normal(size=(180, 3))
+    train, test = np.arange(180) % 4 != 0, np.arange(180) % 4 == 0
+    good = probe_metrics(fit_probe(signal[train], labels[train], 1.0), signal[test], labels[test])
+    bad = probe_metrics(fit_probe(noise[train], labels[train], 1.0), noise[test], labels[test])
+    assert good["balanced_accuracy"] > 0.9 and good["macro_auc"] > 0.95
+    assert bad["balanced_accuracy"] < 0.6 and 0.3 < bad["macro_auc"] < 0.7
+
+
+def test_binary_auc():
+    x = np.r_[np.zeros(20), np.ones(20)][:, None] + np.random.default_rng(1).normal(0, 0.1, (40, 1))
+    y = np.array(["neg"] * 20 + ["pos"] * 20)
+    assert probe_metrics(fit_probe(x, y, 1.0), x, y)["macro_auc"] == pytest.approx(1.0)

@@ -1,0 +1,91 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from sslray.config import ConfigError, apply_override, flatten, from_dict, load_config, to_dict
+
+
+@dataclass
+class Inner:
+    steps: int = 10
+    lr: float = 0.1
+    scale: tuple[float, float] = (0.4, 1.0)
+
+
+@dataclass
+class Outer:
+    name: str = "run"
+    flag: bool = False
+    maybe: int | None = None
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ninner:\n  steps: 5\n")
+    cfg = load_config(Outer, path, ["inner.steps=7", "inner.lr=1e-3", "flag=true"])
+    assert cfg.name == "a" and cfg.inner.steps == 7 and cfg.inner.lr == pytest.approx(1e-3) and cfg.flag is True
+
+
+def test_unknown_key_is_named_with_its_path():
+    with pytest.raises(ConfigError, match=r"inner\.'stepz'|'stepz'") as err:
+        from_dict(Outer, {"inner": {"stepz": 3}})
+    assert "inner" in str(err.value) and "steps" in str(err.value)
+
+
+def test_wrong_type_names_the_dotted_key():
+    with pytest.raises(ConfigError, match=r"inner\.steps: expected an integer"):
+        load_config(Outer, None, ["inner.steps=abc"])
+    with pytest.raises(ConfigError, match=r"flag: expected true/false"):
+        from_dict(Outer, {"flag": "yes please"})
+
+
+def test_tuple_and_optional_round_trip():
+    cfg = from_dict(Outer, {"maybe": None, "inner": {"scale": [0.2, 0.5]}})
+    assert cfg.inner.scale == (0.2, 0.5) and cfg.maybe is None
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_override({}, "no-equals-sign")
+    data = {"inner": 3}
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_override(data, "inner.steps=2")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_flatten_for_mlflow_params():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "[1, 2]", "d": None}
+
+
+def test_pretrain_config_validates_method_params():
+    from sslray.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"method.*'bogus'"):
+        from_dict(PretrainConfig, {"store": "x", "method": {"name": "dino", "bogus": 1}})
+    with pytest.raises(ConfigError, match="unknown SSL method 'nope'"):
+        from_dict(PretrainConfig, {"store": "x", "method": {"name": "nope"}})
+    with pytest.raises(ConfigError, match=r"method\.views\.n_local: expected an integer"):
+        from_dict(PretrainConfig, {"store": "x", "method": {"views": {"n_local": "many"}}})
+    cfg = from_dict(PretrainConfig, {"store": "x", "method": {"name": "dino", "out_dim": 128}})
+    resolved = to_dict(cfg)
+    assert resolved["method"]["out_dim"] == 128 and resolved["method"]["student_temp"] == 0.1
+    assert resolved["model"]["kwargs"]["img_size"] == 224  # the global view size, filled in
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from sslray.evaluate.run import EvaluateConfig
+    from sslray.train.config import PretrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("methods/*.yaml")) + [root / "quickstart.yaml"]:
+        load_config(PretrainConfig, path, ["store=somewhere"])
+    for path in sorted(root.glob("evaluate/*.yaml")):
+        load_config(EvaluateConfig, path, ["embeddings=somewhere"])
