@@ -89,3 +89,18 @@ def test_shipped_configs_load():
         load_config(PretrainConfig, path, ["store=somewhere"])
     for path in sorted(root.glob("evaluate/*.yaml")):
         load_config(EvaluateConfig, path, ["embeddings=somewhere"])
+
+
+
+def test_quickstart_yaml_is_the_quickstart_recipe():
+    """configs/quickstart.yaml documents exactly what `sslray quickstart` trains."""
+    from pathlib import Path
+
+    from sslray.config import read_yaml
+    from sslray.quickstart import quickstart_batch_size, quickstart_recipe, quickstart_steps
+    from sslray.train.config import PretrainConfig
+
+    batch = quickstart_batch_size(768)
+    recipe = quickstart_recipe(64, "dino", quickstart_steps(768, batch), batch, 768)
+    shipped = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    assert from_dict(PretrainConfig, {**shipped, "store": "s"}) == from_dict(PretrainConfig, {**recipe, "store": "s"})

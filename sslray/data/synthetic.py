@@ -6,7 +6,7 @@ classes differ only in *morphology and texture*:
 - ``round``: round cells, one round nucleus;
 - ``spindle``: elongated cells (aspect ~3) with elongated nuclei, random orientation;
 - ``punctate``: round cells whose cytoplasm is granular (bright puncta) instead of smooth;
-- ``binucleate``: round cells with two nuclei.
+- ``fragmented``: round cells whose nucleus is broken into small fragments (apoptosis).
 
 Everything a random network separates as easily is randomised *within* every class with the
 same distribution: cell count and size, cell area (spindles keep the area of a round cell),
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("round", "spindle", "punctate", "binucleate")
+CLASSES = ("round", "spindle", "punctate", "fragmented")
 CHANNELS = ("DNA", "cytoplasm")
 
 
@@ -62,10 +62,9 @@ def _draw_cell(label: str, rng: np.random.Generator, yy, xx, nuclei, cyto) -> No
     if label == "spindle":
         cell_a, cell_b = radius * 1.75, radius / 1.75  # same area as a round cell
         nuc = [(0.0, radius * 0.85, radius * 0.3)]
-    elif label == "binucleate":
+    elif label == "fragmented":
         cell_a = cell_b = radius
-        off = radius * 0.38
-        nuc = [(-off, radius * 0.33, radius * 0.33), (off, radius * 0.33, radius * 0.33)]
+        nuc = []
     else:
         cell_a = cell_b = radius
         nuc = [(0.0, radius * 0.47, radius * 0.47)]
@@ -76,6 +75,8 @@ def _draw_cell(label: str, rng: np.random.Generator, yy, xx, nuclei, cyto) -> No
         cyto += body * rng.uniform(0.45, 0.6)
     for shift, a, b in nuc:
         nuclei += _soft_ellipse(u - shift, v, a, b) * rng.uniform(0.7, 1.0)
+    if label == "fragmented":
+        nuclei += _fragments(rng, u, v, radius)
 
 
 def _soft_ellipse(u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -90,6 +91,15 @@ def _puncta(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, radius: floa
         pu, pv = rng.uniform(-radius, radius, 2)
         spots += np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * 1.6**2))
     return 0.2 + 1.4 * np.clip(spots, 0, 1.0) * 0.6
+
+
+def _fragments(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
+    """Nuclear fragments: 5-8 small bright blobs where one nucleus would be."""
+    blobs = np.zeros_like(u)
+    for _ in range(int(rng.integers(5, 9))):
+        pu, pv = rng.uniform(-0.55 * radius, 0.55 * radius, 2)
+        blobs += np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * 1.2**2))
+    return np.clip(blobs, 0, 1) * rng.uniform(0.8, 1.0)
 
 
 def _acquire(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -38,7 +38,7 @@ def test_csv_labels_groups_and_multichannel_tiff(synthetic_images, tmp_path):
     assert store.info.channels == ["ch0", "ch1"] or store.info.n_channels == 2
     m = store.manifest
     assert len(store) == 4 * 6 * 4 and m["group"].nunique() == 24 and set(m["label"]) == {
-        "round", "spindle", "punctate", "binucleate"}
+        "round", "spindle", "punctate", "fragmented"}
     assert m["tissue_fraction"].between(0, 1).all()
 
 
