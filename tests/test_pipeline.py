@@ -42,12 +42,14 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     })
     result = run_pretrain(cfg)
     assert result.steps == 4 and storage.is_complete(tiny_store.url)
+    saved = storage.read_json(str(out / "checkpoints" / "itest" / "sslray_config.json"))
+    assert saved["method"]["out_dim"] == 64 and saved["train"]["steps"] == 4
     encoder, meta = load_encoder(result.checkpoint)
     assert meta["step"] == 4 and meta["in_chans"] == 2 and meta["image_size"] == 32
     assert meta["lineage"]["manifest_sha256"] and meta["config"]["method"]["out_dim"] == 64
 
     table_url = run_embed(EmbedConfig(checkpoint=result.checkpoint, store=tiny_store.url,
-                                      out=str(out / "emb"), batch_size=32))
+                                      out=str(out / "emb"), batch_size=32, run_dir=str(out)))
     table = pads.dataset(table_url, format="parquet").to_table()
     assert table.num_rows == len(tiny_store)
     assert {"tile_id", "image_id", "label", "group", "embedding", "checkpoint"} <= set(table.column_names)
@@ -64,3 +66,4 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     assert [m.step for m in client.get_metric_history(pretrain.info.run_id, "loss")] == [2, 4]
     assert pretrain.data.tags["sslray.manifest_sha256"] == meta["lineage"]["manifest_sha256"]
     assert "test_balanced_accuracy" in runs["evaluate"].data.metrics
+    assert runs["embed"].data.metrics["n_rows"] == len(tiny_store)

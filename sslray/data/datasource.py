@@ -40,6 +40,8 @@ class TileStoreDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         shard = self.info.shard_tiles
         groups = [g for g in np.split(self.rows, np.flatnonzero(np.diff(self.rows // shard)) + 1) if len(g)]
+        if self.shuffle:  # a fresh shard order per planning, without an all-to-all barrier
+            groups = [groups[i] for i in np.random.default_rng().permutation(len(groups))]
         tasks = []
         for rows in groups:
             columns = self.manifest.take(pa.array(rows)) if self.manifest is not None else None
@@ -66,6 +68,9 @@ def _reader(url: str, rows: np.ndarray, columns: pa.Table | None, shuffle: bool)
 
 
 def read_tile_store(store: TileStore, columns: list[str], shuffle: bool, rows: np.ndarray | None) -> Dataset:
-    """``shuffle`` permutes tiles inside each shard on every read and randomises shard order."""
-    ds = read_datasource(TileStoreDatasource(store, columns, shuffle, rows))
-    return ds.randomize_block_order() if shuffle else ds
+    """``shuffle`` permutes tiles inside each shard on every read and the order of shards.
+
+    Not ``randomize_block_order``: it is an all-to-all step that reads the whole store
+    before the first batch of every epoch (measured: training stalled on 3000 224-px tiles).
+    """
+    return read_datasource(TileStoreDatasource(store, columns, shuffle, rows))

@@ -25,12 +25,20 @@ class Split:
 
 
 def grouped_split(labels: np.ndarray, groups: np.ndarray | None, test_fraction: float, seed: int) -> Split:
-    """One stratified (and, with groups, grouped) split holding out about ``test_fraction``."""
-    n_splits = max(2, round(1 / test_fraction))
+    """One stratified (and, with groups, grouped) split holding out about ``test_fraction``.
+
+    Small sets get fewer folds (a larger test share) rather than an empty class: the number
+    of folds never exceeds the number of groups (or samples) of the rarest class.
+    """
+    units = groups if groups is not None else np.arange(len(labels))
+    per_class = {str(c): len(np.unique(units[labels == c])) for c in np.unique(labels)}
+    rarest = min(per_class, key=per_class.get)
+    if per_class[rarest] < 2:
+        what = "groups" if groups is not None else "samples"
+        raise ValueError(f"class {rarest!r} has only {per_class[rarest]} of its {what}; a split needs at least 2")
+    n_splits = int(min(max(2, round(1 / test_fraction)), per_class[rarest]))
     x = np.zeros(len(labels))
     if groups is not None:
-        if len(np.unique(groups)) < n_splits:
-            raise ValueError(f"need at least {n_splits} distinct groups for a {test_fraction:.0%} test split")
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         train, test = next(splitter.split(x, labels, groups))
     else:

@@ -9,13 +9,14 @@ it came from. It is published atomically like every sslray output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from sslray import storage
+from sslray import storage, tracking
 from sslray.data.transforms import normalize, resize, to_unit
 from sslray.train.checkpoint import load_encoder, read_meta
 
@@ -34,6 +35,8 @@ class EmbedConfig:
     cpus_per_actor: float = 1.0
     l2_normalize: bool = True
     overwrite: bool = False
+    run_dir: str = "sslray-runs"  # where the default (SQLite) MLflow store lives
+    tracking: tracking.TrackingConfig = field(default_factory=tracking.TrackingConfig)
 
     def __post_init__(self) -> None:
         for key in ("checkpoint", "store", "out"):
@@ -98,16 +101,28 @@ def run_embed(cfg: EmbedConfig) -> str:
         num_gpus=1 if use_gpu else 0,
         num_cpus=cfg.cpus_per_actor,
     )
+    started = time.perf_counter()
     try:
         ds.write_parquet(staging)
     except BaseException:
         if staging != cfg.out:
             storage.remove(staging)
         raise
-    storage.publish_output(
-        staging,
-        cfg.out,
-        {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": meta["embed_dim"],
-         "l2_normalized": cfg.l2_normalize},
-    )
+    info = {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": meta["embed_dim"],
+            "l2_normalized": cfg.l2_normalize}
+    storage.publish_output(staging, cfg.out, info)
+    _track(cfg, meta, len(store), time.perf_counter() - started)
     return cfg.out
+
+
+def _track(cfg: EmbedConfig, meta: dict, n_rows: int, seconds: float) -> None:
+    from sslray.config import to_dict
+
+    uri = tracking.resolve_uri(cfg.tracking, cfg.run_dir)
+    tags = {"sslray.stage": "embed", "sslray.checkpoint": tracking.redact(cfg.checkpoint),
+            "sslray.store": tracking.redact(cfg.store), "sslray.embeddings": tracking.redact(cfg.out),
+            "sslray.manifest_sha256": meta.get("lineage", {}).get("manifest_sha256", "")}
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, "embed", cfg.run_dir, tags)
+    tracking.log_config(uri, run_id, to_dict(cfg))
+    tracking.log_metrics(uri, run_id, {"n_rows": n_rows, "seconds": seconds, "tiles_per_s": n_rows / max(seconds, 1e-9)})
+    tracking.end_run(uri, run_id)

@@ -45,10 +45,15 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # the workers print their own progress line
     store = TileStore.open(cfg.store)
     plan = _plan(cfg, store)
     uri = tracking.resolve_uri(cfg.tracking, cfg.out)
     run_id = _tracking_run(cfg, uri, plan)
+    storage.write_json(storage.join(checkpoint_root(cfg.out), cfg.name, "sslray_config.json"),
+                       tracking.redact(to_dict(cfg)))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "plan": plan, "tracking_uri": uri, "run_id": run_id},
@@ -90,11 +95,14 @@ def _plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
         )
     steps_per_epoch = len(store) // global_batch
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    return {"total_steps": total, "steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
+            **data_facts(store)}
+
+
+def data_facts(store: TileStore) -> dict[str, Any]:
+    """What a checkpoint must remember of the data: channels, intensity scaling, lineage."""
     info = store.info
     return {
-        "total_steps": total,
-        "steps_per_epoch": steps_per_epoch,
-        "global_batch": global_batch,
         "stats": {"scale": info.scale, "mean": info.mean, "std": info.std, "channels": info.channels},
         "in_chans": info.n_channels,
         "lineage": {"store": tracking.redact(store.url), "manifest_sha256": manifest_hash(store.url)},
@@ -273,7 +281,7 @@ class _Reporter:
         if self.rank == 0:
             tracking.log_metrics(self.uri, self.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
             self._print_progress(step, metrics)
-            if wait_fraction > 0.1:
+            if wait_fraction > 0.1 and step > self.start_step + self.cfg.train.log_every:  # not start-up
                 log.warning("waiting for data %.0f%% of the time: the input pipeline is the bottleneck", 100 * wait_fraction)
         self.window_wait = self.window_total = 0.0
         self.window_images = 0

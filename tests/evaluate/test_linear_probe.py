@@ -14,9 +14,15 @@ def test_grouped_split_never_shares_a_group_and_keeps_every_class():
     assert 0.15 < len(split.test) / len(labels) < 0.35
 
 
-def test_too_few_groups_is_an_error():
-    with pytest.raises(ValueError, match="distinct groups"):
-        grouped_split(np.array(["a", "b", "a"]), np.array([1, 1, 2]), 0.25, seed=0)
+def test_a_class_with_one_group_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="class 'b' has only 1 of its groups"):
+        grouped_split(np.array(["a", "b", "a", "b"]), np.array([1, 3, 2, 3]), 0.25, seed=0)
+
+
+def test_small_classes_get_fewer_folds_not_empty_test_classes():
+    labels = np.repeat(np.array(["a", "b", "c"]), 3)  # 3 per class: at most 3 folds
+    split = grouped_split(labels, np.arange(9), 0.25, seed=0)
+    assert set(labels[split.test]) == {"a", "b", "c"} and len(split.test) == 3
 
 
 def test_probe_separates_separable_classes_and_not_noise():
