@@ -127,3 +127,13 @@ def test_registry_lists_dino_and_refuses_duplicates():
     assert "dino" in METHODS
     with pytest.raises(KeyError, match="already registered"):
         register_method("dino")(type("Again", (), {}))
+
+
+def test_method_modules_do_not_import_ray():
+    """Methods are pure torch: the Ray layer must not leak into them (design.md §2)."""
+    import subprocess
+    import sys
+
+    code = "import sys, sslray.methods, sslray.train.loop, sslray.train.checkpoint; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
