@@ -1,6 +1,5 @@
 """Folder ingest: labels from folders or CSV, tiling, and bad input named by file."""
 
-import csv
 import json
 
 import numpy as np
