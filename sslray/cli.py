@@ -42,6 +42,9 @@ Re-running with the same name and out resumes from the latest checkpoint.""",
   sslray quickstart --data ./tiles --labels labels.csv --out ./qs""",
     "methods": """example:
   sslray methods""",
+    "store": """examples:
+  sslray store info ./stores/cells          # tiles, channels, groups, size, per-channel stats
+  sslray store verify s3://bucket/stores/crc  # recompute shard checksums; exit 1 naming damaged files""",
 }
 
 
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(_add(sub, "evaluate", "linear probe of an embeddings table (Ray Tune grid)", _cmd_evaluate))
     _quickstart_parser(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", _cmd_quickstart))
     _add(sub, "methods", "list the registered SSL methods", _cmd_methods)
+    _store_parser(_add(sub, "store", "inspect or verify a tile store", _cmd_store))
     return parser
 
 
@@ -172,6 +176,24 @@ def _cmd_quickstart(args) -> int:
           f"{rnd['balanced_accuracy']:.3f} (macro AUC {ssl['macro_auc']:.3f} vs {rnd['macro_auc']:.3f})")
     print(f"see every run in MLflow:  {ui_hint(summary['tracking_uri'])}")
     return 0
+
+
+def _store_parser(p):
+    p.add_argument("action", choices=["info", "verify"], help="info: summary; verify: check every shard's checksum")
+    p.add_argument("url", help="tile store URL")
+
+
+def _cmd_store(args) -> int:
+    from sslray.data.integrity import store_summary, verify_store
+
+    if args.action == "info":
+        print(json.dumps(store_summary(args.url), indent=2))
+        return 0
+    problems = verify_store(args.url)
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"{args.url}: {'DAMAGED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK'}")
+    return 1 if problems else 0
 
 
 def _cmd_methods(args) -> int:

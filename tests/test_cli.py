@@ -7,7 +7,7 @@ import pytest
 
 from sslray.cli import build_parser, main
 
-SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "quickstart", "methods"]
+SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "quickstart", "methods", "store"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sslray import storage
+from sslray.data.integrity import write_checksums
 
 FORMAT_VERSION = 1
 TILES = "tiles.zarr"
@@ -213,6 +214,7 @@ class TileStoreWriter:
         group = open_zarr_group(storage.join(self.staging, TILES), "r+")
         group.attrs.update({"sslray": asdict(info), **(extra_attrs or {})})
         storage.write_bytes(storage.join(self.staging, MANIFEST), _manifest_bytes(self._rows))
+        write_checksums(self.staging)
         storage.publish_output(self.staging, self.url, {"n_tiles": info.n_tiles, "format_version": FORMAT_VERSION})
         return TileStore.open(self.url)
 

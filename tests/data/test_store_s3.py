@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sslray.data.ingest import IngestConfig, ingest_folder
+from sslray.data.integrity import verify_store
 from sslray.data.store import StoreError, TileStore
 
 BUCKET = "sslray-test"
@@ -66,6 +67,7 @@ def test_ingest_to_s3_and_read_back(s3_server, synthetic_images):
     assert reopened.manifest["label"].tolist() == local.manifest["label"].tolist()
     fs = s3fs.S3FileSystem()
     assert fs.exists(f"{BUCKET}/stores/cells/_SUCCESS")
+    assert verify_store(url) == []  # shard checksums hold on object storage too
     # a store whose marker is missing (an interrupted remote ingest) is refused
     fs.rm(f"{BUCKET}/stores/cells/_SUCCESS")
     with pytest.raises(StoreError, match="incomplete"):
