@@ -18,6 +18,7 @@ EPILOGS = {
     "ingest": """examples:
   sslray ingest ./images ./stores/cells --tile-size 224
   sslray ingest ./slides_png s3://bucket/stores/crc --labels labels.csv --on-error skip
+  sslray ingest ./mibi_fovs ./stores/mibi --layout channel-folders --tile-size 256
 
 Labels come from class sub-folders (images/<label>/x.png) or from a CSV with columns
 path,label[,group][,split]; group is the patient/slide id used for grouped splits.""",
@@ -92,7 +93,10 @@ def _ingest_parser(p):
     p.add_argument("--labels", help="CSV with columns path,label[,group][,split] (paths relative to SRC)")
     p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
                    help="stop at the first bad file (default) or skip it and list it in ingest_report.json")
-    p.add_argument("--channels", help="comma-separated channel names")
+    p.add_argument("--layout", choices=["files", "channel-folders"], default="files",
+                   help="files: one image file per field (default); channel-folders: one folder per field "
+                        "holding one single-channel file per marker")
+    p.add_argument("--channels", help="comma-separated channel names (channel-folders: the markers to keep, in order)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
 
 
@@ -100,7 +104,7 @@ def _cmd_ingest(args) -> int:
     from sslray.data.ingest import IngestConfig, ingest_folder
 
     cfg = IngestConfig(src=args.src, dest=args.dest, tile_size=args.tile_size, labels=args.labels,
-                       on_error=args.on_error, overwrite=args.overwrite,
+                       on_error=args.on_error, overwrite=args.overwrite, layout=args.layout,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

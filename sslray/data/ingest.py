@@ -1,6 +1,9 @@
 """Ingest a folder of images into a tile store.
 
-Labels come from class sub-folders (``SRC/<label>/*.tif``) or from a CSV with columns
+Two layouts: ``files`` (each image file is one field; multi-channel files keep all their
+channels) and ``channel-folders`` (each folder holding image files is one field stored as one
+single-channel file per marker, as MIBI/IMC exports and Cell Painting sites are; channel
+names are the file names). Labels come from class sub-folders (``SRC/<label>/...``) or from a CSV with columns
 ``path,label[,group][,split]`` (paths relative to SRC; ``group`` is the patient/slide/field
 id used for grouped splits). Every problem with a source file is reported by file name; with
 ``on_error="skip"`` the bad files are listed in ``ingest_report.json`` inside the store and
@@ -18,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from sslray import storage
-from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, read_image
+from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, read_channel_folder, read_image
 from sslray.data.store import TileStore, TileStoreWriter
 
 log = logging.getLogger(__name__)
@@ -34,9 +37,10 @@ class IngestConfig:
     dest: str = ""
     tile_size: int = 224
     labels: str | None = None  # CSV path,label[,group][,split]; default: sub-folder names
+    layout: Literal["files", "channel-folders"] = "files"
     on_error: Literal["stop", "skip"] = "stop"
     overwrite: bool = False
-    channels: list[str] | None = None  # channel names; default R,G,B / gray / ch0..chN
+    channels: list[str] | None = None  # names (files), or the marker files to keep, in order (channel-folders)
 
     def __post_init__(self) -> None:
         if self.tile_size < 8:
@@ -68,11 +72,13 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     writer: TileStoreWriter | None = None
     try:
         for source in sources:
-            image = _read_or_skip(source, cfg, report, writer)
-            if image is None:
+            loaded = _read_or_skip(source, cfg, report, writer)
+            if loaded is None:
                 continue
+            image, names = loaded
             if writer is None:
-                writer = TileStoreWriter(cfg.dest, _channel_names(cfg, image), image.dtype, cfg.tile_size, cfg.overwrite)
+                channels = names or _channel_names(cfg, image)
+                writer = TileStoreWriter(cfg.dest, channels, image.dtype, cfg.tile_size, cfg.overwrite)
             tiles, rows = tile_image(image, source, cfg.tile_size)
             writer.append(tiles, rows)
             report.n_images += 1
@@ -94,6 +100,8 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
     if cfg.labels:
         return _sources_from_csv(root, Path(cfg.labels), cfg, report)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if cfg.layout == "channel-folders":
+        files = sorted({p.parent for p in files})  # every folder holding images is one field
     return [
         SourceImage(p, p.relative_to(root).as_posix(), label=p.parent.name if p.parent != root else None)
         for p in files
@@ -112,7 +120,7 @@ def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: Ing
     sources = []
     for line, row in enumerate(rows, start=2):
         path = root / row["path"]
-        if not path.is_file():
+        if not (path.is_dir() if cfg.layout == "channel-folders" else path.is_file()):
             _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist")
             continue
         sources.append(
@@ -121,15 +129,25 @@ def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: Ing
     return sources
 
 
-def _read_or_skip(source, cfg, report, writer) -> np.ndarray | None:
+def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
+    """(C, H, W) pixels of one field, and its channel names when the layout provides them."""
+    if cfg.layout == "channel-folders":
+        return read_channel_folder(source.path, cfg.channels)
+    return read_image(source.path), None
+
+
+def _read_or_skip(source, cfg, report, writer) -> tuple[np.ndarray, list[str] | None] | None:
     try:
-        image = _as_storable(read_image(source.path), source.path)
+        image, names = load_source(source, cfg)
+        image = _as_storable(image, source.path)
         if writer is not None:
             _check_consistent(image, writer, source.path)
+            if names is not None and names != writer.channels:
+                raise ImageReadError(f"{source.path}: channels {names} differ from earlier fields' {writer.channels}")
         h, w = image.shape[1:]
         if min(h, w) < cfg.tile_size:
             raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
-        return image
+        return image, names
     except ImageReadError as err:
         _fail(cfg, report, str(source.path), str(err))
         return None

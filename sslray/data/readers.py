@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".qptiff"}  # .ome.tif(f) ends in .tif(f); QPTIFF is a TIFF
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", *TIFF_SUFFIXES}
 
 
 class ImageReadError(ValueError):
@@ -25,12 +26,38 @@ def read_image(path: str | Path) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES:
         raise ImageReadError(f"{path}: unsupported image format {suffix!r} (expected one of {sorted(IMAGE_SUFFIXES)})")
     try:
-        array = _read_tiff(path) if suffix in {".tif", ".tiff"} else _read_pil(path)
+        array = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_pil(path)
     except ImageReadError:
         raise
     except Exception as err:  # decoders raise many types for truncated or corrupt files
         raise ImageReadError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
     return _check(array, path)
+
+
+def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """One field stored as one single-channel file per marker (MIBI/IMC exports, Cell Painting).
+
+    Channel names are the file names without suffix, in sorted order, or ``channels`` (which
+    also selects and orders them). Returns ((C, H, W), names).
+    """
+    folder = Path(folder)
+    files = {p.name.split(".")[0]: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    names = list(channels) if channels else sorted(files)
+    missing = [n for n in names if n not in files]
+    if missing or not names:
+        raise ImageReadError(f"{folder}: channel file(s) {missing or 'any'} not found (has {sorted(files)})")
+    planes = []
+    for name in names:
+        plane = read_image(files[name])
+        if plane.shape[0] != 1:
+            raise ImageReadError(f"{files[name]}: expected one channel per file, found {plane.shape[0]}")
+        if planes and (plane.shape != planes[0].shape or plane.dtype != planes[0].dtype):
+            raise ImageReadError(
+                f"{files[name]}: shape {plane.shape[1:]} {plane.dtype} differs from the field's other channels "
+                f"({planes[0].shape[1:]} {planes[0].dtype})"
+            )
+        planes.append(plane)
+    return np.concatenate(planes), names
 
 
 def _read_pil(path: Path) -> np.ndarray:

@@ -103,3 +103,54 @@ def test_real_tiles_ingest(test_data, tmp_path):
     src = test_data / "crc_samples" / "kather2016"
     store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=128))
     assert len(store) == 24 and store.manifest["label"].nunique() == 8
+
+
+def _marker_field(folder, markers, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    planes = {}
+    for m in markers:
+        planes[m] = rng.integers(0, 65535, (size, size), dtype=np.uint16)
+        tifffile.imwrite(folder / f"{m}.tif", planes[m])
+    return planes
+
+
+def test_channel_folders_stack_markers_in_name_order(tmp_path):
+    a = _marker_field(tmp_path / "src" / "tumor" / "fov1", ["CD8", "DAPI", "PanCK"], seed=1)
+    _marker_field(tmp_path / "src" / "stroma" / "fov2", ["CD8", "DAPI", "PanCK"], seed=2)
+    store = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                       layout="channel-folders"))
+    assert store.info.channels == ["CD8", "DAPI", "PanCK"] and store.info.dtype == "uint16"
+    m = store.manifest
+    assert len(store) == 8 and set(m["label"]) == {"tumor", "stroma"}
+    row = m[(m.source == "tumor/fov1") & (m.x == 32) & (m.y == 0)].index[0]
+    np.testing.assert_array_equal(store.read(row, row + 1)[0, 1], a["DAPI"][0:32, 32:64])
+
+
+def test_channel_folders_select_markers_and_name_mismatches(tmp_path):
+    _marker_field(tmp_path / "src" / "fov1", ["CD8", "DAPI", "PanCK"])
+    _marker_field(tmp_path / "src" / "fov2", ["CD8", "DAPI", "Ki67"])
+    picked = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                        layout="channel-folders", channels=["DAPI", "CD8"]))
+    assert picked.info.channels == ["DAPI", "CD8"] and len(picked) == 8
+    with pytest.raises(IngestError, match=r"fov2: channels \['CD8', 'DAPI', 'Ki67'\] differ"):
+        ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s2"), tile_size=32,
+                                   layout="channel-folders"))
+    assert not (tmp_path / "s2").exists()
+
+
+def test_real_mibi_marker_folders(test_data, tmp_path):
+    src = test_data / "mibi_simpleseg"
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=256,
+                                       layout="channel-folders"))
+    fov = sorted(p for p in src.iterdir() if p.is_dir())[0]
+    assert store.info.channels == sorted(p.name.split(".")[0] for p in fov.glob("*.tif"))
+    assert store.info.n_channels == 41 and len(store) == 2 * 16
+
+
+def test_real_qptiff_and_plain_tiff(test_data, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "vectra.qptiff").symlink_to(test_data / "multiplex" / "small_vectra.qptiff")
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=240))
+    assert store.info.n_channels == 3 and len(store) == (1440 // 240) * (1920 // 240)
