@@ -19,6 +19,7 @@ EPILOGS = {
   sslray ingest ./images ./stores/cells --tile-size 224
   sslray ingest ./slides_png s3://bucket/stores/crc --labels labels.csv --on-error skip
   sslray ingest ./mibi_fovs ./stores/mibi --layout channel-folders --tile-size 256
+  sslray ingest ./slides s3://bucket/stores/tcga --mpp 0.5 --tile-size 224   # SVS/NDPI/pyramidal TIFF
 
 Labels come from class sub-folders (images/<label>/x.png) or from a CSV with columns
 path,label[,group][,split]; group is the patient/slide id used for grouped splits.""",
@@ -97,6 +98,11 @@ def _ingest_parser(p):
                    help="files: one image file per field (default); channel-folders: one folder per field "
                         "holding one single-channel file per marker")
     p.add_argument("--channels", help="comma-separated channel names (channel-folders: the markers to keep, in order)")
+    p.add_argument("--mpp", type=float, help="whole slides: tile at this many microns per pixel "
+                                             "(also reads .tif files as slides)")
+    p.add_argument("--magnification", type=float, help="whole slides: tile at this objective power instead (e.g. 20)")
+    p.add_argument("--mpp-override", type=float, help="whole slides: level-0 mpp for slides without metadata")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="whole slides: minimum tissue fraction (0.25)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
 
 
@@ -104,7 +110,8 @@ def _cmd_ingest(args) -> int:
     from sslray.data.ingest import IngestConfig, ingest_folder
 
     cfg = IngestConfig(src=args.src, dest=args.dest, tile_size=args.tile_size, labels=args.labels,
-                       on_error=args.on_error, overwrite=args.overwrite, layout=args.layout,
+                       on_error=args.on_error, overwrite=args.overwrite, layout=args.layout, mpp=args.mpp,
+                       magnification=args.magnification, mpp_override=args.mpp_override, min_tissue=args.min_tissue,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

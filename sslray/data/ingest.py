@@ -23,6 +23,7 @@ import numpy as np
 from sslray import storage
 from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, read_channel_folder, read_image
 from sslray.data.store import TileStore, TileStoreWriter
+from sslray.data.wsi import SLIDE_SUFFIXES, SlideTiling, is_slide, tile_slide
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,25 @@ class IngestConfig:
     on_error: Literal["stop", "skip"] = "stop"
     overwrite: bool = False
     channels: list[str] | None = None  # names (files), or the marker files to keep, in order (channel-folders)
+    mpp: float | None = None  # whole slides: target microns per pixel (also makes TIFFs count as slides)
+    magnification: float | None = None  # whole slides: or a target objective power
+    mpp_override: float | None = None  # whole slides: level-0 mpp for slides without metadata
+    min_tissue: float = 0.25  # whole slides: keep tiles with at least this tissue fraction
 
     def __post_init__(self) -> None:
         if self.tile_size < 8:
             raise ValueError(f"tile_size must be >= 8 pixels, got {self.tile_size}")
+        if not 0 <= self.min_tissue <= 1:
+            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
+
+    @property
+    def slide_tiling(self) -> SlideTiling:
+        return SlideTiling(self.tile_size, self.mpp, self.magnification, self.mpp_override, self.min_tissue)
+
+    def treats_as_slide(self, path: Path) -> bool:
+        return is_slide(path) or (
+            (self.mpp is not None or self.magnification is not None) and path.suffix.lower() in {".tif", ".tiff"}
+        )
 
 
 @dataclass
@@ -72,17 +88,17 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     writer: TileStoreWriter | None = None
     try:
         for source in sources:
-            loaded = _read_or_skip(source, cfg, report, writer)
-            if loaded is None:
-                continue
-            image, names = loaded
-            if writer is None:
-                channels = names or _channel_names(cfg, image)
-                writer = TileStoreWriter(cfg.dest, channels, image.dtype, cfg.tile_size, cfg.overwrite)
-            tiles, rows = tile_image(image, source, cfg.tile_size)
-            writer.append(tiles, rows)
-            report.n_images += 1
-            report.n_tiles += len(tiles)
+            produced = 0
+            for tiles, rows, channels in _source_tiles(source, cfg, report, writer):
+                if writer is None:
+                    writer = TileStoreWriter(cfg.dest, channels, tiles.dtype, cfg.tile_size, cfg.overwrite)
+                elif channels != writer.channels or tiles.dtype != writer.dtype:
+                    raise IngestError(f"{source.path}: channels {channels} ({tiles.dtype}) differ from earlier "
+                                      f"sources' {writer.channels} ({writer.dtype})")
+                writer.append(tiles, rows)
+                produced += len(tiles)
+            report.n_tiles += produced
+            report.n_images += bool(produced)
         if writer is None:
             raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
         _write_report(writer, report)
@@ -99,7 +115,8 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
         raise IngestError(f"source folder {root} does not exist or is not a folder")
     if cfg.labels:
         return _sources_from_csv(root, Path(cfg.labels), cfg, report)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if cfg.layout == "channel-folders":
         files = sorted({p.parent for p in files})  # every folder holding images is one field
     return [
@@ -127,6 +144,26 @@ def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: Ing
             SourceImage(path, row["path"], row["label"] or None, row.get("group") or None, row.get("split") or None)
         )
     return sources
+
+
+def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport, writer):
+    """Batches of (tiles, manifest rows, channel names) from one source; nothing if skipped."""
+    if cfg.treats_as_slide(source.path):
+        try:
+            for tiles, rows in tile_slide(source.path, cfg.slide_tiling, source.rel):
+                yield tiles, [r | _labels(source) for r in rows], ["R", "G", "B"]
+        except ImageReadError as err:
+            _fail(cfg, report, str(source.path), str(err))
+        return
+    loaded = _read_or_skip(source, cfg, report, writer)
+    if loaded is not None:
+        image, names = loaded
+        tiles, rows = tile_image(image, source, cfg.tile_size)
+        yield tiles, rows, names or _channel_names(cfg, image)
+
+
+def _labels(source: SourceImage) -> dict:
+    return {"label": source.label, "group": source.group, "split": source.split}
 
 
 def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
@@ -198,9 +235,7 @@ def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[
                     "level": 0,
                     "mpp": None,
                     "tissue_fraction": foreground_fraction(tile, threshold, bright_background),
-                    "label": source.label,
-                    "group": source.group,
-                    "split": source.split,
+                    **_labels(source),
                 }
             )
     return np.ascontiguousarray(np.stack(tiles)), rows

@@ -224,7 +224,8 @@ class TileStoreWriter:
 
 
 def _manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
-    table = pa.Table.from_pylist(rows)
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # union, in first-seen order
+    table = pa.table({c: [row.get(c) for row in rows] for c in columns})
     table = table.append_column("tile_id", pa.array(np.arange(len(rows), dtype=np.int64)))
     table = table.select(["tile_id", *[c for c in table.column_names if c != "tile_id"]])
     sink = io.BytesIO()
