@@ -21,7 +21,15 @@ from typing import Literal
 import numpy as np
 
 from sslray import storage
-from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, read_channel_folder, read_image
+from sslray.data.readers import (
+    HDF5_SUFFIXES,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    hdf5_channel_names,
+    iter_hdf5_images,
+    read_channel_folder,
+    read_image,
+)
 from sslray.data.store import TileStore, TileStoreWriter
 from sslray.data.wsi import SLIDE_SUFFIXES, SlideTiling, is_slide, tile_slide
 
@@ -115,7 +123,7 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
         raise IngestError(f"source folder {root} does not exist or is not a folder")
     if cfg.labels:
         return _sources_from_csv(root, Path(cfg.labels), cfg, report)
-    suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES
+    suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if cfg.layout == "channel-folders":
         files = sorted({p.parent for p in files})  # every folder holding images is one field
@@ -155,11 +163,31 @@ def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport, 
         except ImageReadError as err:
             _fail(cfg, report, str(source.path), str(err))
         return
+    if source.path.suffix.lower() in HDF5_SUFFIXES:
+        yield from _hdf5_tiles(source, cfg, report)
+        return
     loaded = _read_or_skip(source, cfg, report, writer)
     if loaded is not None:
         image, names = loaded
         tiles, rows = tile_image(image, source, cfg.tile_size)
         yield tiles, rows, names or _channel_names(cfg, image)
+
+
+def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport):
+    """Every image of an HDF5 patch file is one field, ``image_id`` = ``<file>#<index>``."""
+    try:
+        names = hdf5_channel_names(source.path)
+        for index, image in iter_hdf5_images(source.path):
+            image = _as_storable(image, source.path)
+            if min(image.shape[1:]) < cfg.tile_size:
+                raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
+            field = SourceImage(source.path, f"{source.rel}#{index}", source.label, source.group, source.split)
+            tiles, rows = tile_image(image, field, cfg.tile_size)
+            for row in rows:
+                row["source"] = source.rel
+            yield tiles, rows, names or _channel_names(cfg, image)
+    except ImageReadError as err:
+        _fail(cfg, report, str(source.path), str(err))
 
 
 def _labels(source: SourceImage) -> dict:
@@ -221,7 +249,7 @@ def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[
     _, h, w = image.shape
     threshold, bright_background = otsu_threshold(image)
     tiles, rows = [], []
-    image_id = source.rel.rsplit(".", 1)[0]
+    image_id = image_id_of(source.rel)
     for y in range(0, h - tile_size + 1, tile_size):
         for x in range(0, w - tile_size + 1, tile_size):
             tile = image[:, y : y + tile_size, x : x + tile_size]
@@ -239,6 +267,13 @@ def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[
                 }
             )
     return np.ascontiguousarray(np.stack(tiles)), rows
+
+
+def image_id_of(rel: str) -> str:
+    """``a/b.tif`` -> ``a/b``; ``a/patches.h5#3`` -> ``a/patches#3`` (one field of a multi-image file)."""
+    path, hash_, index = rel.partition("#")
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    return f"{stem}{hash_}{index}"
 
 
 def otsu_threshold(image: np.ndarray) -> tuple[float, bool]:

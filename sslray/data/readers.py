@@ -60,6 +60,43 @@ def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -
     return np.concatenate(planes), names
 
 
+HDF5_SUFFIXES = {".h5", ".hdf5"}
+
+
+def iter_hdf5_images(path: str | Path, batch: int = 64):
+    """Yield (index, (C, H, W) image) from an HDF5 file with ``Images`` [N, C, H, W] and ``Names`` [C].
+
+    This is the patch-file layout of SSL-Multiplexed-Imaging; images are read ``batch`` at a
+    time so a file larger than memory streams.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot open as HDF5 ({err})") from None
+    with handle:
+        if "Images" not in handle:
+            raise ImageReadError(f"{path}: HDF5 file has no 'Images' dataset (found {sorted(handle)})")
+        images = handle["Images"]
+        if images.ndim != 4:
+            raise ImageReadError(f"{path}: 'Images' must be [N, C, H, W], found shape {images.shape}")
+        for start in range(0, images.shape[0], batch):
+            block = images[start : start + batch]
+            for offset, image in enumerate(block):
+                yield start + offset, _check(np.asarray(image), Path(f"{path}[{start + offset}]"))
+
+
+def hdf5_channel_names(path: str | Path) -> list[str] | None:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if "Names" not in handle:
+            return None
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in handle["Names"][()]]
+
+
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 

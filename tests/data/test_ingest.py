@@ -154,3 +154,27 @@ def test_real_qptiff_and_plain_tiff(test_data, tmp_path):
     (src / "vectra.qptiff").symlink_to(test_data / "multiplex" / "small_vectra.qptiff")
     store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=240))
     assert store.info.n_channels == 3 and len(store) == (1440 // 240) * (1920 // 240)
+
+
+def test_hdf5_patch_files_images_and_names(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 65535, (5, 4, 40, 40), dtype=np.uint16)
+    (tmp_path / "src" / "spotA").mkdir(parents=True)
+    with h5py.File(tmp_path / "src" / "spotA" / "patches.h5", "w") as f:
+        f.create_dataset("Images", data=images, chunks=(1, 4, 40, 40))
+        f.create_dataset("Names", data=np.array([b"DNA1", b"CD3", b"CD20", b"Ki67"]))
+    store = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+    m = store.manifest
+    assert store.info.channels == ["DNA1", "CD3", "CD20", "Ki67"] and len(store) == 5
+    assert m["image_id"].tolist() == [f"spotA/patches#{i}" for i in range(5)] and set(m["label"]) == {"spotA"}
+    np.testing.assert_array_equal(store.read(0, 5), images[:, :, :32, :32])
+
+
+def test_hdf5_without_images_is_named(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "src").mkdir()
+    with h5py.File(tmp_path / "src" / "bad.h5", "w") as f:
+        f.create_dataset("Other", data=np.zeros(3))
+    with pytest.raises(IngestError, match="bad.h5: HDF5 file has no 'Images' dataset"):
+        ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
