@@ -67,3 +67,19 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     assert pretrain.data.tags["sslray.manifest_sha256"] == meta["lineage"]["manifest_sha256"]
     assert "test_balanced_accuracy" in runs["evaluate"].data.metrics
     assert runs["embed"].data.metrics["n_rows"] == len(tiny_store)
+
+
+def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
+    """The main job end to end on its default data (a handful of steps: plumbing, not accuracy)."""
+    import json
+
+    from sslray.quickstart import QuickstartConfig, run_quickstart
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    summary = run_quickstart(QuickstartConfig(out=str(tmp_path / "qs"), steps=3))
+    on_disk = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    assert on_disk == summary and summary["n_tiles"] == 768 and summary["steps"] == 3
+    for name in ("ssl", "random_init"):
+        assert set(summary[name]) == {"balanced_accuracy", "macro_auc"}
+        assert 0 <= summary[name]["balanced_accuracy"] <= 1
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/qs/mlflow.db"
