@@ -30,8 +30,8 @@ path,label[,group][,split]; group is the patient/slide id used for grouped split
 
 Re-running with the same name and out resumes from the latest checkpoint.""",
     "embed": """examples:
-  sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_000000 \\
-      --store ./out/store --out ./out/embeddings/ssl
+  sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_<date> \\
+      --store ./out/store --out ./out/embeddings/ssl     # the path `sslray pretrain` printed
   sslray embed --checkpoint s3://bucket/runs/ckpt --store s3://bucket/stores/crc \\
       --out s3://bucket/emb/crc num_actors=4 use_gpu=true""",
     "evaluate": """examples:
@@ -103,6 +103,8 @@ def _ingest_parser(p):
     p.add_argument("--magnification", type=float, help="whole slides: tile at this objective power instead (e.g. 20)")
     p.add_argument("--mpp-override", type=float, help="whole slides: level-0 mpp for slides without metadata")
     p.add_argument("--min-tissue", type=float, default=0.25, help="whole slides: minimum tissue fraction (0.25)")
+    p.add_argument("--float-max", help="float images: value(s) mapped to full scale, one or comma-separated per channel")
+    p.add_argument("--log1p", action="store_true", help="float images: apply log1p before scaling")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
 
 
@@ -112,6 +114,8 @@ def _cmd_ingest(args) -> int:
     cfg = IngestConfig(src=args.src, dest=args.dest, tile_size=args.tile_size, labels=args.labels,
                        on_error=args.on_error, overwrite=args.overwrite, layout=args.layout, mpp=args.mpp,
                        magnification=args.magnification, mpp_override=args.mpp_override, min_tissue=args.min_tissue,
+                       float_max=[float(v) for v in args.float_max.split(",")] if args.float_max else None,
+                       log1p=args.log1p,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

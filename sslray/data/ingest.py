@@ -54,12 +54,16 @@ class IngestConfig:
     magnification: float | None = None  # whole slides: or a target objective power
     mpp_override: float | None = None  # whole slides: level-0 mpp for slides without metadata
     min_tissue: float = 0.25  # whole slides: keep tiles with at least this tissue fraction
+    float_max: list[float] | None = None  # float images: value mapped to full scale, one or per channel
+    log1p: bool = False  # float images: log1p before scaling (skewed ion counts, e.g. IMC)
 
     def __post_init__(self) -> None:
         if self.tile_size < 8:
             raise ValueError(f"tile_size must be >= 8 pixels, got {self.tile_size}")
         if not 0 <= self.min_tissue <= 1:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
+        if self.float_max is not None and (not self.float_max or min(self.float_max) <= 0):
+            raise ValueError(f"float_max must list positive values, got {self.float_max}")
 
     @property
     def slide_tiling(self) -> SlideTiling:
@@ -110,7 +114,8 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
         if writer is None:
             raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
         _write_report(writer, report)
-        return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped)}})
+        return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped),
+                                        "float_max": cfg.float_max, "log1p": cfg.log1p}})
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -178,7 +183,7 @@ def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport):
     try:
         names = hdf5_channel_names(source.path)
         for index, image in iter_hdf5_images(source.path):
-            image = _as_storable(image, source.path)
+            image = _as_storable(image, source.path, cfg)
             if min(image.shape[1:]) < cfg.tile_size:
                 raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
             field = SourceImage(source.path, f"{source.rel}#{index}", source.label, source.group, source.split)
@@ -204,7 +209,7 @@ def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, lis
 def _read_or_skip(source, cfg, report, writer) -> tuple[np.ndarray, list[str] | None] | None:
     try:
         image, names = load_source(source, cfg)
-        image = _as_storable(image, source.path)
+        image = _as_storable(image, source.path, cfg)
         if writer is not None:
             _check_consistent(image, writer, source.path)
             if names is not None and names != writer.channels:
@@ -218,13 +223,26 @@ def _read_or_skip(source, cfg, report, writer) -> tuple[np.ndarray, list[str] | 
         return None
 
 
-def _as_storable(image: np.ndarray, path: Path) -> np.ndarray:
+def _as_storable(image: np.ndarray, path: Path, cfg: IngestConfig) -> np.ndarray:
+    """Integer images pass through; float images become uint16 on a scale the user chose.
+
+    Floats are never rescaled per image (that would make intensities incomparable across
+    images): values in [0, 1] map to the full uint16 range; anything else needs
+    ``float_max`` (after ``log1p`` when set), recorded in the store's attributes.
+    """
     if image.dtype.kind != "f":
         return image
-    if image.min() < 0 or image.max() > 1:
+    if cfg.log1p:
+        image = np.log1p(np.clip(image, 0, None))
+    if cfg.float_max is not None:
+        top = np.asarray(cfg.float_max, dtype=np.float32)
+        if top.size not in (1, image.shape[0]):
+            raise ImageReadError(f"{path}: {top.size} float_max values for {image.shape[0]} channels")
+        image = np.clip(image / top.reshape(-1, 1, 1), 0, 1)
+    elif image.min() < 0 or image.max() > 1:
         raise ImageReadError(
-            f"{path}: float image with values in [{image.min():.3g}, {image.max():.3g}]; folder ingest stores "
-            "floats only in [0, 1] (convert to uint8/uint16 first)"
+            f"{path}: float image with values in [{image.min():.3g}, {image.max():.3g}]; pass --float-max "
+            "(the value to map to full scale: one, or one per channel) and optionally --log1p"
         )
     return np.round(image * 65535).astype(np.uint16)
 

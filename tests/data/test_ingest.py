@@ -178,3 +178,28 @@ def test_hdf5_without_images_is_named(tmp_path):
         f.create_dataset("Other", data=np.zeros(3))
     with pytest.raises(IngestError, match="bad.h5: HDF5 file has no 'Images' dataset"):
         ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+
+
+def test_float_images_need_an_explicit_scale(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    counts = np.stack([np.full((32, 32), 50.0), np.full((32, 32), 5.0)]).astype(np.float32)
+    tifffile.imwrite(src / "imc.tiff", counts)
+    with pytest.raises(IngestError, match=r"imc.tiff: float image with values in \[5, 50\]; pass --float-max"):
+        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, float_max=[100.0, 10.0]))
+    assert store.info.dtype == "uint16"
+    np.testing.assert_array_equal(store.read(0, 1)[0, :, 0, 0], [round(0.5 * 65535)] * 2)
+    logged = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "l"), tile_size=32, log1p=True,
+                                        float_max=[float(np.log1p(50.0))]))
+    assert logged.read(0, 1)[0, 0, 0, 0] == 65535
+
+
+def test_real_imc_float_counts(test_data, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in (test_data / "imc_cytomapper").glob("*_imc.tiff"):
+        (src / f.name).symlink_to(f)
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=50, log1p=True,
+                                       float_max=[6.0]))
+    assert store.info.n_channels == 5 and store.info.dtype == "uint16" and len(store) == 3 * 4
