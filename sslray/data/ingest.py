@@ -101,12 +101,12 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     try:
         for source in sources:
             produced = 0
-            for tiles, rows, channels in _source_tiles(source, cfg, report, writer):
+            for tiles, rows, channels in _source_tiles(source, cfg, report):
                 if writer is None:
                     writer = TileStoreWriter(cfg.dest, channels, tiles.dtype, cfg.tile_size, cfg.overwrite)
-                elif channels != writer.channels or tiles.dtype != writer.dtype:
-                    raise IngestError(f"{source.path}: channels {channels} ({tiles.dtype}) differ from earlier "
-                                      f"sources' {writer.channels} ({writer.dtype})")
+                elif produced == 0 and (problem := _mismatch(channels, tiles.dtype, writer)):
+                    _fail(cfg, report, str(source.path), f"{source.path}: {problem}")
+                    break
                 writer.append(tiles, rows)
                 produced += len(tiles)
             report.n_tiles += produced
@@ -159,7 +159,18 @@ def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: Ing
     return sources
 
 
-def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport, writer):
+def _mismatch(channels: list[str], dtype: np.dtype, writer: TileStoreWriter) -> str | None:
+    """Why a source cannot join the store begun by earlier sources, or None."""
+    if len(channels) != len(writer.channels):
+        return f"has {len(channels)} channels but earlier images have {len(writer.channels)}"
+    if channels != writer.channels:
+        return f"channels {channels} differ from earlier fields' {writer.channels}"
+    if dtype != writer.dtype:
+        return f"dtype {dtype} differs from earlier images ({writer.dtype})"
+    return None
+
+
+def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport):
     """Batches of (tiles, manifest rows, channel names) from one source; nothing if skipped."""
     if cfg.treats_as_slide(source.path):
         try:
@@ -171,7 +182,7 @@ def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport, 
     if source.path.suffix.lower() in HDF5_SUFFIXES:
         yield from _hdf5_tiles(source, cfg, report)
         return
-    loaded = _read_or_skip(source, cfg, report, writer)
+    loaded = _read_or_skip(source, cfg, report)
     if loaded is not None:
         image, names = loaded
         tiles, rows = tile_image(image, source, cfg.tile_size)
@@ -206,14 +217,10 @@ def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, lis
     return read_image(source.path), None
 
 
-def _read_or_skip(source, cfg, report, writer) -> tuple[np.ndarray, list[str] | None] | None:
+def _read_or_skip(source, cfg, report) -> tuple[np.ndarray, list[str] | None] | None:
     try:
         image, names = load_source(source, cfg)
         image = _as_storable(image, source.path, cfg)
-        if writer is not None:
-            _check_consistent(image, writer, source.path)
-            if names is not None and names != writer.channels:
-                raise ImageReadError(f"{source.path}: channels {names} differ from earlier fields' {writer.channels}")
         h, w = image.shape[1:]
         if min(h, w) < cfg.tile_size:
             raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
@@ -245,13 +252,6 @@ def _as_storable(image: np.ndarray, path: Path, cfg: IngestConfig) -> np.ndarray
             "(the value to map to full scale: one, or one per channel) and optionally --log1p"
         )
     return np.round(image * 65535).astype(np.uint16)
-
-
-def _check_consistent(image: np.ndarray, writer: TileStoreWriter, path: Path) -> None:
-    if image.shape[0] != len(writer.channels):
-        raise ImageReadError(f"{path}: has {image.shape[0]} channels but earlier images have {len(writer.channels)}")
-    if image.dtype != writer.dtype:
-        raise ImageReadError(f"{path}: dtype {image.dtype} differs from earlier images ({writer.dtype})")
 
 
 def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str) -> None:

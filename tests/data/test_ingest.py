@@ -203,3 +203,12 @@ def test_real_imc_float_counts(test_data, tmp_path):
     store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=50, log1p=True,
                                        float_max=[6.0]))
     assert store.info.n_channels == 5 and store.info.dtype == "uint16" and len(store) == 3 * 4
+
+
+def test_channel_mismatch_is_skipped_and_reported_in_skip_mode(tmp_path):
+    src = _folder(tmp_path)
+    write_png(src / "tumor" / "zz_gray.png", np.zeros((64, 64), np.uint8))
+    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
+    report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
+    assert [r["path"].rsplit("/", 1)[-1] for r in report["skipped"]] == ["zz_gray.png"]
+    assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
