@@ -101,10 +101,10 @@ def quickstart_batch_size(n_tiles: int) -> int:
 def default_tile_size(data: str) -> int:
     """224, or the shorter side of the smallest image when the user's tiles are smaller."""
     from sslray.data.ingest import IngestConfig, IngestReport, discover_sources
-    from sslray.data.readers import read_image
+    from sslray.data.readers import image_size
 
     sources = discover_sources(IngestConfig(src=data), IngestReport())
-    smallest = min((min(read_image(s.path).shape[1:]) for s in sources[:64]), default=USER_TILE)
+    smallest = min((min(image_size(s.path)) for s in sources[:64]), default=USER_TILE)
     return int(min(USER_TILE, smallest))
 
 

@@ -21,11 +21,13 @@ from typing import Literal
 import numpy as np
 
 from sslray import storage
+from sslray.data.foreground import foreground_fraction, otsu_threshold
 from sslray.data.readers import (
     HDF5_SUFFIXES,
     IMAGE_SUFFIXES,
     ImageReadError,
     hdf5_channel_names,
+    image_id_of,
     iter_hdf5_images,
     read_channel_folder,
     read_image,
@@ -285,38 +287,6 @@ def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[
                 }
             )
     return np.ascontiguousarray(np.stack(tiles)), rows
-
-
-def image_id_of(rel: str) -> str:
-    """``a/b.tif`` -> ``a/b``; ``a/patches.h5#3`` -> ``a/patches#3`` (one field of a multi-image file)."""
-    path, hash_, index = rel.partition("#")
-    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
-    return f"{stem}{hash_}{index}"
-
-
-def otsu_threshold(image: np.ndarray) -> tuple[float, bool]:
-    """Otsu threshold of the channel-mean image, and whether the background is the bright side.
-
-    The background is taken to be the larger class: true of most slides (white glass) and
-    fluorescence fields (dark background).
-    """
-    grey = image.astype(np.float32).mean(axis=0)
-    hist, edges = np.histogram(grey, bins=256)
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight0 = np.cumsum(hist)
-    weight1 = weight0[-1] - weight0
-    mean0 = np.cumsum(hist * centers) / np.maximum(weight0, 1)
-    mean1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(weight1, 1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    threshold = float(centers[int(np.argmax(between))])
-    bright_background = float((grey > threshold).mean()) > 0.5
-    return threshold, bright_background
-
-
-def foreground_fraction(tile: np.ndarray, threshold: float, bright_background: bool) -> float:
-    grey = tile.astype(np.float32).mean(axis=0)
-    fg = grey < threshold if bright_background else grey > threshold
-    return round(float(fg.mean()), 4)
 
 
 def _channel_names(cfg: IngestConfig, image: np.ndarray) -> list[str]:

@@ -19,6 +19,31 @@ class ImageReadError(ValueError):
     """A source image cannot be used; the message names the file and the problem."""
 
 
+def image_id_of(rel: str) -> str:
+    """``a/b.tif`` -> ``a/b``; ``a/patches.h5#3`` -> ``a/patches#3`` (one field of a multi-image file)."""
+    path, hash_, index = rel.partition("#")
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    return f"{stem}{hash_}{index}"
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding pixels."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")]
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception as err:  # same spirit as read_image: name the file
+        raise ImageReadError(f"{path}: cannot read the image header ({type(err).__name__}: {err})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Return a (C, H, W) uint8/uint16/float32 array, or raise ``ImageReadError``."""
     path = Path(path)

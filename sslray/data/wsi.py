@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sslray.data.readers import ImageReadError
+from sslray.data.foreground import otsu_threshold
+from sslray.data.readers import ImageReadError, image_id_of
 
 SLIDE_SUFFIXES = {".svs", ".ndpi", ".scn", ".bif", ".mrxs"}
 THUMBNAIL_EDGE = 1024
@@ -61,17 +62,19 @@ def target_downsample(props: dict, path: Path, tiling: SlideTiling) -> tuple[flo
     return target / level0, target
 
 
-def tissue_mask(slide, bright_background: bool = True) -> tuple[np.ndarray, float]:
-    """Boolean tissue mask of a thumbnail and its scale (thumbnail px per level-0 px)."""
-    from sslray.data.ingest import otsu_threshold
+def tissue_mask(slide) -> tuple[np.ndarray, float]:
+    """Boolean tissue mask of a thumbnail and its scale (thumbnail px per level-0 px).
 
+    Tissue is darker than the glass and coloured (stained); the saturation test drops grey
+    pen marks and dust that Otsu alone would keep.
+    """
     width, height = slide.dimensions
     scale = min(1.0, THUMBNAIL_EDGE / max(width, height))
     thumb = np.asarray(slide.get_thumbnail((max(1, int(width * scale)), max(1, int(height * scale)))).convert("RGB"))
     grey = thumb.astype(np.float32).mean(axis=2)
     threshold, _ = otsu_threshold(grey[None])
     saturation = thumb.max(axis=2).astype(np.float32) - thumb.min(axis=2)
-    mask = (grey < threshold) & (saturation > 15) if bright_background else grey > threshold
+    mask = (grey < threshold) & (saturation > 15)
     return mask, thumb.shape[1] / width
 
 
@@ -119,6 +122,6 @@ def _mask_fraction(mask: np.ndarray, scale: float, x: float, y: float, step: flo
 
 
 def _row(rel: str, x: int, y: int, level: int, mpp: float, fraction: float) -> dict:
-    slide_id = rel.rsplit(".", 1)[0]
+    slide_id = image_id_of(rel)
     return {"source": rel, "image_id": slide_id, "slide_id": slide_id, "x": x, "y": y, "level": level,
             "mpp": round(mpp, 4), "tissue_fraction": fraction}

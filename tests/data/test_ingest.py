@@ -212,3 +212,14 @@ def test_channel_mismatch_is_skipped_and_reported_in_skip_mode(tmp_path):
     report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
     assert [r["path"].rsplit("/", 1)[-1] for r in report["skipped"]] == ["zz_gray.png"]
     assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
+
+
+def test_image_size_reads_headers_for_png_and_tiff(tmp_path):
+    from sslray.data.readers import image_size
+
+    png = write_png(tmp_path / "a.png", np.zeros((20, 30, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((5, 40, 50), np.uint16), photometric="minisblack")
+    assert image_size(png) == (20, 30) and image_size(tmp_path / "m.tif") == (40, 50)
+    from sslray.quickstart import default_tile_size
+
+    assert default_tile_size(str(tmp_path)) == 20
