@@ -105,7 +105,16 @@ def _ingest_parser(p):
     p.add_argument("--min-tissue", type=float, default=0.25, help="whole slides: minimum tissue fraction (0.25)")
     p.add_argument("--float-max", help="float images: value(s) mapped to full scale, one or comma-separated per channel")
     p.add_argument("--log1p", action="store_true", help="float images: apply log1p before scaling")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--clip-percentiles", help="LOW,HIGH (e.g. 0.5,99.5): map each channel's dataset percentiles "
+                                              "(from a sample of images) to 0 and full scale, clipping outside")
+    p.add_argument("--magnification-groups", action="store_true",
+                   help="BreakHis-style data: read each image's magnification from a 40X folder or a _40x_ file-name "
+                        "token and group the same field across magnifications (manifest columns magnification, "
+                        "field_id)")
+    p.add_argument("--workers", type=int, help="parallel tiling tasks on the Ray cluster (default: one per CPU; "
+                                               "0: in this process, without Ray)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store (and discard what an interrupted ingest left to resume)")
 
 
 def _cmd_ingest(args) -> int:
@@ -115,7 +124,10 @@ def _cmd_ingest(args) -> int:
                        on_error=args.on_error, overwrite=args.overwrite, layout=args.layout, mpp=args.mpp,
                        magnification=args.magnification, mpp_override=args.mpp_override, min_tissue=args.min_tissue,
                        float_max=[float(v) for v in args.float_max.split(",")] if args.float_max else None,
-                       log1p=args.log1p,
+                       log1p=args.log1p, workers=args.workers,
+                       clip_percentiles=[float(v) for v in args.clip_percentiles.split(",")]
+                       if args.clip_percentiles else None,
+                       magnification_groups=args.magnification_groups,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

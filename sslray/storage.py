@@ -114,6 +114,22 @@ def begin_output(url: str, overwrite: bool = False, what: str = "output") -> str
     return os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
 
 
+def begin_resumable_output(url: str, overwrite: bool = False, what: str = "output") -> str:
+    """Like ``begin_output``, but the staging location is fixed, so a rerun finds what an
+    interrupted run left there. ``overwrite`` also discards that partial state."""
+    if is_complete(url) and not overwrite:
+        raise FileExistsError(f"{what} {url} already exists; pass overwrite=true (--overwrite) to replace it")
+    if is_remote(url):
+        staging = url
+    else:
+        parent, name = os.path.split(local_path(url))
+        os.makedirs(parent, exist_ok=True)
+        staging = os.path.join(parent, f".{name}.partial")
+    if overwrite:
+        remove(staging)
+    return staging
+
+
 def publish_output(staging: str, url: str, info: dict[str, Any]) -> None:
     """Write the marker, then (locally) swap the staging directory into place."""
     mark_complete(staging, info)

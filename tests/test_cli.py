@@ -41,7 +41,7 @@ def test_wrong_type_names_the_key(capsys):
 def test_ingest_error_names_the_file(capsys, tmp_path):
     (tmp_path / "src" / "a").mkdir(parents=True)
     (tmp_path / "src" / "a" / "bad.png").write_bytes(b"nope")
-    assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "dest"), "--tile-size", "16"]) == 2
+    assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "dest"), "--tile-size", "16", "--workers", "0"]) == 2
     assert "bad.png" in capsys.readouterr().err
     assert not (tmp_path / "dest").exists()
 

@@ -29,6 +29,18 @@ def test_store_to_ray_dataset(ray_session, tiny_store):
     assert list(batch["label"][order]) == tiny_store.manifest["label"].tolist()
 
 
+def test_selected_view_streams_only_its_tiles_and_channels(ray_session, tiny_store):
+    from sslray.data.selection import Selection
+
+    view = tiny_store.select(Selection(where={"label": ["round", "spindle"]}, channels=["cytoplasm"]))
+    batch = next(iter(view.to_ray_dataset(columns=["tile_id"], shuffle=True).iter_batches(batch_size=1000,
+                                                                                          batch_format="numpy")))
+    order = np.argsort(batch["tile_id"])
+    assert batch["tile_id"][order].tolist() == view.manifest["tile_id"].tolist()
+    np.testing.assert_array_equal(batch["image"][order], view.read(0, len(view)))
+    assert batch["image"].shape[1] == 1
+
+
 def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "run"

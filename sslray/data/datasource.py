@@ -21,17 +21,19 @@ from sslray.data.store import TILES, TileStore, open_zarr_group
 
 
 class TileStoreDatasource(Datasource):
-    def __init__(self, store: TileStore, columns: list[str], shuffle: bool, rows: np.ndarray | None) -> None:
+    def __init__(self, store: TileStore, columns: list[str], shuffle: bool) -> None:
         super().__init__()
-        missing = [c for c in columns if c not in store.manifest_table.column_names]
+        manifest = store.store_manifest
+        missing = [c for c in columns if c not in manifest.column_names]
         if missing:
             raise KeyError(f"tile store {store.url}: manifest has no column(s) {missing}")
         self.url = store.url
         self.info = store.info
         self.columns = columns
         self.shuffle = shuffle
-        self.rows = np.arange(len(store)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
-        self.manifest = store.manifest_table.select(columns) if columns else None
+        self.rows = np.arange(manifest.num_rows) if store.rows is None else np.asarray(store.rows, dtype=np.int64)
+        self.channel_index = store.channel_index
+        self.manifest = manifest.select(columns) if columns else None
         self.tile_bytes = store.info.n_channels * store.info.tile_size**2 * np.dtype(store.info.dtype).itemsize
 
     def estimate_inmemory_data_size(self) -> int:
@@ -48,15 +50,18 @@ class TileStoreDatasource(Datasource):
             meta = BlockMetadata(
                 num_rows=len(rows), size_bytes=int(len(rows) * self.tile_bytes), input_files=None, exec_stats=None
             )
-            tasks.append(ReadTask(_reader(self.url, rows, columns, self.shuffle), meta))
+            tasks.append(ReadTask(_reader(self.url, rows, self.channel_index, columns, self.shuffle), meta))
         return tasks
 
 
-def _reader(url: str, rows: np.ndarray, columns: pa.Table | None, shuffle: bool):
+def _reader(url: str, rows: np.ndarray, channel_index: list[int] | None, columns: pa.Table | None, shuffle: bool):
     def read() -> Iterable[Block]:
         tiles = open_zarr_group(storage.join(url, TILES), "r")["tiles"]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        images = np.asarray(tiles[lo:hi])[rows - lo]
+        images = np.asarray(tiles[lo:hi])
+        images = images[rows - lo] if len(rows) < hi - lo else images
+        if channel_index is not None:
+            images = images[:, channel_index]
         order = np.random.default_rng().permutation(len(rows)) if shuffle else np.arange(len(rows))
         batch = {"image": images[order]}
         if columns is not None:
@@ -67,10 +72,10 @@ def _reader(url: str, rows: np.ndarray, columns: pa.Table | None, shuffle: bool)
     return read
 
 
-def read_tile_store(store: TileStore, columns: list[str], shuffle: bool, rows: np.ndarray | None) -> Dataset:
+def read_tile_store(store: TileStore, columns: list[str], shuffle: bool) -> Dataset:
     """``shuffle`` permutes tiles inside each shard on every read and the order of shards.
 
     Not ``randomize_block_order``: it is an all-to-all step that reads the whole store
     before the first batch of every epoch (measured: training stalled on 3000 224-px tiles).
     """
-    return read_datasource(TileStoreDatasource(store, columns, shuffle, rows))
+    return read_datasource(TileStoreDatasource(store, columns, shuffle))

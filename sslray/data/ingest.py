@@ -7,20 +7,34 @@ names are the file names). Labels come from class sub-folders (``SRC/<label>/...
 ``path,label[,group][,split]`` (paths relative to SRC; ``group`` is the patient/slide/field
 id used for grouped splits). Every problem with a source file is reported by file name; with
 ``on_error="skip"`` the bad files are listed in ``ingest_report.json`` inside the store and
-ingest continues. A failed ingest leaves nothing behind.
+ingest continues. Nothing is visible at the destination until the store is complete; an
+interrupted or failed ingest keeps its finished parts, and rerunning it resumes from them.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from sslray import storage
+from sslray.data.intensity import IntensityError, Scaling, calibrate, sample_for_calibration, to_storable
+from sslray.data.parts import (
+    INGEST_DIR,
+    PartResult,
+    PartWriter,
+    PlanMismatch,
+    check_plan,
+    discard_part,
+    load_part,
+    read_part,
+)
 from sslray.data.foreground import foreground_fraction, otsu_threshold
 from sslray.data.readers import (
     HDF5_SUFFIXES,
@@ -58,6 +72,9 @@ class IngestConfig:
     min_tissue: float = 0.25  # whole slides: keep tiles with at least this tissue fraction
     float_max: list[float] | None = None  # float images: value mapped to full scale, one or per channel
     log1p: bool = False  # float images: log1p before scaling (skewed ion counts, e.g. IMC)
+    clip_percentiles: list[float] | None = None  # [low, high]: per-channel dataset percentiles mapped to 0 and max
+    magnification_groups: bool = False  # BreakHis-style: magnification + field_id from the path
+    workers: int | None = None  # parallel tiling tasks (Ray Data); None: one per CPU, 0: in this process
 
     def __post_init__(self) -> None:
         if self.tile_size < 8:
@@ -66,6 +83,14 @@ class IngestConfig:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
         if self.float_max is not None and (not self.float_max or min(self.float_max) <= 0):
             raise ValueError(f"float_max must list positive values, got {self.float_max}")
+        clip = self.clip_percentiles
+        if clip is not None and not (len(clip) == 2 and 0 <= clip[0] < clip[1] <= 100):
+            raise ValueError(f"clip_percentiles must be two values 0 <= low < high <= 100, got {self.clip_percentiles}")
+
+    @property
+    def scaling(self) -> Scaling:
+        """The scaling the user asked for, before any percentile calibration."""
+        return Scaling(tuple(self.float_max) if self.float_max else None, self.log1p)
 
     @property
     def slide_tiling(self) -> SlideTiling:
@@ -84,6 +109,7 @@ class SourceImage:
     label: str | None = None
     group: str | None = None
     split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more manifest columns (CSV columns, magnification)
 
 
 @dataclass
@@ -94,34 +120,148 @@ class IngestReport:
 
 
 def ingest_folder(cfg: IngestConfig) -> TileStore:
-    """Read, tile and store every image under ``cfg.src``; returns the published store."""
+    """Read, tile and store every image under ``cfg.src``; returns the published store.
+
+    Sources are tiled into parts in parallel (a Ray Data job, one task per file), then
+    assembled in source order. Rerunning an interrupted ingest with the same settings
+    redoes only the sources that have no finished part.
+    """
     report = IngestReport()
     sources = discover_sources(cfg, report)
     if not sources:
         raise IngestError(f"{cfg.src}: no usable images found (looked for {sorted(IMAGE_SUFFIXES)})")
-    writer: TileStoreWriter | None = None
+    staging = _begin(cfg, sources)
+    scaling = _scaling(sources, cfg, staging)
+    parts = _tile_all(sources, cfg, staging, scaling, report)
+    return _assemble(sources, parts, cfg, staging, scaling, report)
+
+
+def _scaling(sources: list[SourceImage], cfg: IngestConfig, staging: str) -> Scaling:
+    """The user's scaling, plus dataset percentiles when clipping is asked for (kept for a resume)."""
+    if cfg.clip_percentiles is None:
+        return cfg.scaling
+    url = storage.join(staging, INGEST_DIR, "scaling.json")
+    if storage.exists(url):
+        saved = storage.read_json(url)
+        return Scaling(cfg.scaling.float_max, cfg.log1p, tuple(saved["low"]), tuple(saved["high"]))
+    picks = [sources[i] for i in sample_for_calibration(len(sources))]
     try:
-        for source in sources:
-            produced = 0
-            for tiles, rows, channels in _source_tiles(source, cfg, report):
-                if writer is None:
-                    writer = TileStoreWriter(cfg.dest, channels, tiles.dtype, cfg.tile_size, cfg.overwrite)
-                elif produced == 0 and (problem := _mismatch(channels, tiles.dtype, writer)):
-                    _fail(cfg, report, str(source.path), f"{source.path}: {problem}")
-                    break
-                writer.append(tiles, rows)
-                produced += len(tiles)
-            report.n_tiles += produced
-            report.n_images += bool(produced)
+        low, high = calibrate(_calibration_images(picks, cfg), tuple(cfg.clip_percentiles), cfg.log1p)
+    except IntensityError as err:
+        raise IngestError(f"{cfg.src}: {err}") from None
+    log.info("clipping channels to percentiles %s of %d images: low %s, high %s", cfg.clip_percentiles,
+             len(picks), [round(v, 4) for v in low], [round(v, 4) for v in high])
+    storage.write_json(url, {"low": list(low), "high": list(high)})
+    return Scaling(cfg.scaling.float_max, cfg.log1p, low, high)
+
+
+def _calibration_images(picks: list[SourceImage], cfg: IngestConfig) -> Iterator[np.ndarray]:
+    for source in picks:
+        if cfg.treats_as_slide(source.path):
+            raise IngestError(f"{source.path}: clip_percentiles is for fluorescence and multiplexed images, "
+                              "not whole slides")
+        try:
+            if source.path.suffix.lower() in HDF5_SUFFIXES:
+                yield next(iter_hdf5_images(source.path))[1]
+            else:
+                yield load_source(source, cfg)[0]
+        except (ImageReadError, StopIteration):
+            continue  # the tiling pass names the bad file
+
+
+def _begin(cfg: IngestConfig, sources: list[SourceImage]) -> str:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_PLAN}
+    plan = {**settings, "sources": [[s.rel, s.label, s.group, s.split] for s in sources]}
+    try:
+        staging = storage.begin_resumable_output(cfg.dest, cfg.overwrite, what="tile store")
+        check_plan(staging, plan)
+    except FileExistsError as err:
+        raise IngestError(str(err)) from None
+    except PlanMismatch as err:
+        raise IngestError(f"{cfg.dest}: {err}; rerun with the same settings to resume it, "
+                          "or pass --overwrite to start over") from None
+    return staging
+
+
+_NOT_IN_PLAN = {"dest", "overwrite", "on_error", "workers"}  # settings that do not change any tile
+
+
+def _tile_all(sources: list[SourceImage], cfg: IngestConfig, staging: str, scaling: Scaling,
+              report: IngestReport) -> dict:
+    parts = {s.rel: part for s in sources if (part := load_part(staging, s.rel)) is not None}
+    if parts:
+        log.info("resuming the ingest into %s: %d of %d sources were tiled before", cfg.dest, len(parts), len(sources))
+    by_rel = {s.rel: s for s in sources}
+    todo = [s for s in sources if s.rel not in parts]
+    for result in _run_tiling(todo, cfg, staging, scaling):
+        if result.ok:
+            parts[result.rel] = result
+        else:
+            _fail(cfg, report, str(by_rel[result.rel].path), result.reason, kept=len(parts))
+    return parts
+
+
+def _run_tiling(todo: list[SourceImage], cfg: IngestConfig, staging: str, scaling: Scaling
+                ) -> Iterator[PartResult]:
+    if cfg.workers == 0 or len(todo) < 2:
+        for source in todo:
+            yield tile_source(source, cfg, staging, scaling)
+        return
+    import ray
+
+    from sslray.runtime import ensure_ray
+
+    ensure_ray()
+
+    def run(row: dict) -> dict:
+        return {"result": tile_source(todo[row["id"]], cfg, staging, scaling).to_json()}
+
+    compute = ray.data.TaskPoolStrategy(size=cfg.workers) if cfg.workers else None
+    tiled = ray.data.range(len(todo), override_num_blocks=len(todo)).map(run, compute=compute, num_cpus=1)
+    for row in tiled.iter_rows():
+        yield PartResult.from_json(row["result"])
+
+
+def tile_source(source: SourceImage, cfg: IngestConfig, staging: str, scaling: Scaling | None = None) -> PartResult:
+    """Tile one source into its part. A bad file gives a failed result naming it, not an exception,
+    so one corrupt image among thousands does not take a parallel job down."""
+    part = PartWriter(staging, source.rel)
+    try:
+        for tiles, rows, channels in _source_tiles(source, cfg, scaling or cfg.scaling):
+            part.add(tiles, rows, channels)
+        if not part.pieces:
+            raise ImageReadError(f"{source.path}: no tile has at least {cfg.min_tissue:.0%} tissue (empty slide?)")
+    except (ImageReadError, IngestError, IntensityError) as err:
+        discard_part(staging, source.rel)
+        message, path = str(err), str(source.path)
+        return PartResult(source.rel, False, reason=message if message.startswith(path) else f"{path}: {message}")
+    return part.finish()
+
+
+def _assemble(sources: list[SourceImage], parts: dict, cfg: IngestConfig, staging: str, scaling: Scaling,
+              report: IngestReport) -> TileStore:
+    """Write the parts into the store in source order; mismatching sources fail or are skipped."""
+    writer: TileStoreWriter | None = None
+    for source in sources:
+        part = parts.get(source.rel)
+        if part is None:
+            continue
         if writer is None:
-            raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
-        _write_report(writer, report)
-        return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped),
-                                        "float_max": cfg.float_max, "log1p": cfg.log1p}})
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+            writer = TileStoreWriter(cfg.dest, part.channels, np.dtype(part.dtype), cfg.tile_size, staging=staging)
+        elif problem := _mismatch(part.channels, np.dtype(part.dtype), writer):
+            discard_part(staging, source.rel)  # re-read on the next run, in case the file is fixed
+            _fail(cfg, report, str(source.path), f"{source.path}: {problem}", kept=len(parts) - 1)
+            continue
+        for tiles, rows in read_part(staging, part, cfg.tile_size):
+            writer.append(tiles, rows)
+        report.n_tiles += part.n_tiles
+        report.n_images += 1
+    if writer is None:
+        raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
+    storage.remove(storage.join(staging, INGEST_DIR))
+    _write_report(writer, report)
+    return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped),
+                                    "clip_percentiles": cfg.clip_percentiles, **scaling.as_attrs()}})
 
 
 def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
@@ -129,35 +269,99 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
     if not root.is_dir():
         raise IngestError(f"source folder {root} does not exist or is not a folder")
     if cfg.labels:
-        return _sources_from_csv(root, Path(cfg.labels), cfg, report)
-    suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    if cfg.layout == "channel-folders":
-        files = sorted({p.parent for p in files})  # every folder holding images is one field
-    return [
-        SourceImage(p, p.relative_to(root).as_posix(), label=p.parent.name if p.parent != root else None)
-        for p in files
-    ]
+        sources = _sources_from_csv(root, Path(cfg.labels), cfg, report)
+    else:
+        suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if cfg.layout == "channel-folders":
+            files = sorted({p.parent for p in files})  # every folder holding images is one field
+        sources = [
+            SourceImage(p, p.relative_to(root).as_posix(), label=p.parent.name if p.parent != root else None)
+            for p in files
+        ]
+    if cfg.magnification_groups:
+        sources = [s for s in sources if _add_magnification(s, cfg, report)]
+    return sources
+
+
+def _add_magnification(source: SourceImage, cfg: IngestConfig, report: IngestReport) -> bool:
+    found = magnification_field(source.rel)
+    if found is None:
+        _fail(cfg, report, str(source.path), "no magnification in its path (want a folder such as 40X, "
+                                             "or a file-name token such as _40x_)")
+        return False
+    source.extra["magnification"], source.extra["field_id"] = found
+    parent = source.path.parent
+    if not cfg.labels and _MAGNIFICATION.match(parent.name):  # <class>/40X/x.png: the label is <class>
+        source.label = parent.parent.name if parent.parent != Path(cfg.src) else None
+    return True
+
+
+_MAGNIFICATION = re.compile(r"^(\d+(?:\.\d+)?)[xX]$")
+
+
+def magnification_field(rel: str) -> tuple[float, str] | None:
+    """(magnification, field id) from a BreakHis-style path, or None.
+
+    The magnification is a ``<N>X`` folder or file-name token; the field id is the path
+    with it taken out (and, in the file name, a bare ``N`` replaced by ``*``), so the same
+    field at 40X, 100X, 200X and 400X shares one id: ``P1/40X/SOB-P1-40-001.png`` and
+    ``P1/100X/SOB-P1-100-001.png`` are both field ``P1/SOB-P1-*-001``.
+    """
+    *folders, name = rel.split("/")
+    stem = Path(name).stem
+    magnification = None
+    for i, folder in enumerate(folders):
+        if match := _MAGNIFICATION.match(folder):
+            magnification = float(match[1])
+            folders = folders[:i] + folders[i + 1 :]
+            break
+    tokens = re.split(r"([-_. ])", stem)
+    for i in reversed(range(len(tokens))):
+        match = _MAGNIFICATION.match(tokens[i])
+        if match and magnification in (None, float(match[1])):
+            magnification, tokens[i] = float(match[1]), "*"
+            break
+        if magnification is not None and tokens[i].isdigit() and float(tokens[i]) == magnification:
+            tokens[i] = "*"
+            break
+    if magnification is None:
+        return None
+    return magnification, "/".join([*folders, "".join(tokens)])
+
+
+_RESERVED = {"tile_id", "source", "image_id", "x", "y", "level", "mpp", "tissue_fraction", "slide_id"}
 
 
 def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
+    """Rows of ``path,label[,group][,split][,more...]``; any further column goes to the manifest."""
     if not csv_path.is_file():
         raise IngestError(f"labels file {csv_path} does not exist")
     with open(csv_path, newline="") as handle:
         reader = csv.DictReader(handle)
-        missing_cols = {"path", "label"} - set(reader.fieldnames or [])
+        columns = list(reader.fieldnames or [])
+        missing_cols = {"path", "label"} - set(columns)
         if missing_cols:
             raise IngestError(f"labels file {csv_path}: missing column(s) {sorted(missing_cols)}; need path,label[,group]")
+        if clash := sorted(_RESERVED & set(columns)):
+            raise IngestError(f"labels file {csv_path}: column(s) {clash} are set by sslray; rename them")
         rows = list(reader)
+    extra_columns = [c for c in columns if c not in {"path", "label", "group", "split"}]
     sources = []
     for line, row in enumerate(rows, start=2):
         path = root / row["path"]
         if not (path.is_dir() if cfg.layout == "channel-folders" else path.is_file()):
             _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist")
             continue
-        sources.append(
-            SourceImage(path, row["path"], row["label"] or None, row.get("group") or None, row.get("split") or None)
-        )
+        extra = {c: row[c] or None for c in extra_columns}
+        if extra.get("magnification") is not None:
+            try:
+                extra["magnification"] = float(str(extra["magnification"]).rstrip("xX"))
+            except ValueError:
+                raise IngestError(f"labels file {csv_path} line {line}: magnification "
+                                  f"{row['magnification']!r} is not a number") from None
+        sources.append(SourceImage(path, row["path"], row["label"] or None, row.get("group") or None,
+                                   row.get("split") or None, extra))
     return sources
 
 
@@ -172,44 +376,37 @@ def _mismatch(channels: list[str], dtype: np.dtype, writer: TileStoreWriter) -> 
     return None
 
 
-def _source_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport):
-    """Batches of (tiles, manifest rows, channel names) from one source; nothing if skipped."""
+def _source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
+                  ) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
+    """Batches of (tiles, manifest rows, channel names) from one source; raises on a bad file."""
     if cfg.treats_as_slide(source.path):
-        try:
-            for tiles, rows in tile_slide(source.path, cfg.slide_tiling, source.rel):
-                yield tiles, [r | _labels(source) for r in rows], ["R", "G", "B"]
-        except ImageReadError as err:
-            _fail(cfg, report, str(source.path), str(err))
+        for tiles, rows in tile_slide(source.path, cfg.slide_tiling, source.rel):
+            yield tiles, [r | _labels(source) for r in rows], ["R", "G", "B"]
         return
     if source.path.suffix.lower() in HDF5_SUFFIXES:
-        yield from _hdf5_tiles(source, cfg, report)
+        yield from _hdf5_tiles(source, cfg, scaling)
         return
-    loaded = _read_or_skip(source, cfg, report)
-    if loaded is not None:
-        image, names = loaded
-        tiles, rows = tile_image(image, source, cfg.tile_size)
+    image, names = _read_checked(source, cfg, scaling)
+    tiles, rows = tile_image(image, source, cfg.tile_size)
+    yield tiles, rows, names or _channel_names(cfg, image)
+
+
+def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
+    """Every image of an HDF5 patch file is one field, ``image_id`` = ``<file>#<index>``."""
+    names = hdf5_channel_names(source.path)
+    for index, image in iter_hdf5_images(source.path):
+        image = to_storable(image, source.path, scaling)
+        if min(image.shape[1:]) < cfg.tile_size:
+            raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
+        field = replace(source, rel=f"{source.rel}#{index}")
+        tiles, rows = tile_image(image, field, cfg.tile_size)
+        for row in rows:
+            row["source"] = source.rel
         yield tiles, rows, names or _channel_names(cfg, image)
 
 
-def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, report: IngestReport):
-    """Every image of an HDF5 patch file is one field, ``image_id`` = ``<file>#<index>``."""
-    try:
-        names = hdf5_channel_names(source.path)
-        for index, image in iter_hdf5_images(source.path):
-            image = _as_storable(image, source.path, cfg)
-            if min(image.shape[1:]) < cfg.tile_size:
-                raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
-            field = SourceImage(source.path, f"{source.rel}#{index}", source.label, source.group, source.split)
-            tiles, rows = tile_image(image, field, cfg.tile_size)
-            for row in rows:
-                row["source"] = source.rel
-            yield tiles, rows, names or _channel_names(cfg, image)
-    except ImageReadError as err:
-        _fail(cfg, report, str(source.path), str(err))
-
-
 def _labels(source: SourceImage) -> dict:
-    return {"label": source.label, "group": source.group, "split": source.split}
+    return {"label": source.label, "group": source.group, "split": source.split, **source.extra}
 
 
 def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
@@ -219,47 +416,20 @@ def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, lis
     return read_image(source.path), None
 
 
-def _read_or_skip(source, cfg, report) -> tuple[np.ndarray, list[str] | None] | None:
-    try:
-        image, names = load_source(source, cfg)
-        image = _as_storable(image, source.path, cfg)
-        h, w = image.shape[1:]
-        if min(h, w) < cfg.tile_size:
-            raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
-        return image, names
-    except ImageReadError as err:
-        _fail(cfg, report, str(source.path), str(err))
-        return None
+def _read_checked(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> tuple[np.ndarray, list[str] | None]:
+    image, names = load_source(source, cfg)
+    image = to_storable(image, source.path, scaling)
+    h, w = image.shape[1:]
+    if min(h, w) < cfg.tile_size:
+        raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
+    return image, names
 
 
-def _as_storable(image: np.ndarray, path: Path, cfg: IngestConfig) -> np.ndarray:
-    """Integer images pass through; float images become uint16 on a scale the user chose.
-
-    Floats are never rescaled per image (that would make intensities incomparable across
-    images): values in [0, 1] map to the full uint16 range; anything else needs
-    ``float_max`` (after ``log1p`` when set), recorded in the store's attributes.
-    """
-    if image.dtype.kind != "f":
-        return image
-    if cfg.log1p:
-        image = np.log1p(np.clip(image, 0, None))
-    if cfg.float_max is not None:
-        top = np.asarray(cfg.float_max, dtype=np.float32)
-        if top.size not in (1, image.shape[0]):
-            raise ImageReadError(f"{path}: {top.size} float_max values for {image.shape[0]} channels")
-        image = np.clip(image / top.reshape(-1, 1, 1), 0, 1)
-    elif image.min() < 0 or image.max() > 1:
-        raise ImageReadError(
-            f"{path}: float image with values in [{image.min():.3g}, {image.max():.3g}]; pass --float-max "
-            "(the value to map to full scale: one, or one per channel) and optionally --log1p"
-        )
-    return np.round(image * 65535).astype(np.uint16)
-
-
-def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str) -> None:
+def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str, kept: int = 0) -> None:
     message = reason if reason.startswith(path) else f"{path}: {reason}"
     if cfg.on_error == "stop":
-        raise IngestError(message + " (use --on-error skip to skip bad files)")
+        resume = f"; the {kept} source(s) tiled so far are kept and rerunning the same command resumes" if kept else ""
+        raise IngestError(f"{message} (use --on-error skip to skip bad files{resume})")
     log.warning("skipping %s", message)
     report.skipped.append({"path": path, "reason": message})
 

@@ -66,10 +66,12 @@ def store_summary(url: str) -> dict[str, Any]:
     fs, root = storage.filesystem(url)
     groups = {
         column: int(manifest[column].nunique())
-        for column in ("image_id", "group", "slide_id", "patient_id", "plate", "well", "split")
+        for column in ("image_id", "group", "slide_id", "patient_id", "field_id", "plate", "well", "split")
         if column in manifest and manifest[column].notna().any()
     }
     labels = manifest["label"].value_counts().to_dict() if "label" in manifest else {}
+    magnifications = (manifest["magnification"].value_counts().sort_index().items()
+                      if "magnification" in manifest else [])
     return {
         "url": url,
         "tiles": info.n_tiles,
@@ -81,6 +83,7 @@ def store_summary(url: str) -> dict[str, Any]:
         },
         "groups": groups,
         "labels": {str(k): int(v) for k, v in labels.items()},
+        "tiles_per_magnification": {f"{k:g}X": int(v) for k, v in magnifications},
         "bytes_on_storage": int(fs.du(root)),
         "chunk_tiles": info.chunk_tiles,
         "shard_tiles": info.shard_tiles,

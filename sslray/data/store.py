@@ -10,7 +10,7 @@ marker written last. ``TileStore.open`` refuses anything without the marker.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from sslray import storage
 from sslray.data.integrity import write_checksums
+from sslray.data.selection import Selection
 
 FORMAT_VERSION = 1
 TILES = "tiles.zarr"
@@ -81,12 +82,36 @@ def open_zarr_group(url: str, mode: str):
 
 
 class TileStore:
-    """A complete, published tile store. Open with ``TileStore.open(url)``."""
+    """A complete, published tile store, or a selection of its tiles and channels.
 
-    def __init__(self, url: str, info: StoreInfo, manifest: pa.Table) -> None:
+    Open with ``TileStore.open(url)``; ``select`` gives a view that every stage reads the
+    same way (``len``, ``info``, ``manifest``, ``read``, ``to_ray_dataset``).
+    """
+
+    def __init__(self, url: str, info: StoreInfo, manifest: pa.Table, rows: np.ndarray | None = None,
+                 channel_index: list[int] | None = None, selection: Selection | None = None) -> None:
         self.url = url
         self.info = info
-        self._manifest = manifest
+        self._store_manifest = manifest  # the whole store's manifest; row i <-> tiles[i]
+        self.rows = rows  # store rows in this view, None for all
+        self.channel_index = channel_index  # store channels in this view, None for all
+        self.selection = selection or Selection()
+        self._manifest = manifest if rows is None else manifest.take(pa.array(rows))
+
+    def select(self, selection: Selection) -> TileStore:
+        """A view of the tiles and channels ``selection`` names (of the whole store)."""
+        if selection.is_everything:
+            return TileStore(self.url, self.info, self._store_manifest)
+        rows = selection.rows(self._store_manifest, self.url)
+        channel_index = selection.channel_index(self.info.channels, self.url)
+        info = self.info
+        if channel_index is not None:
+            pick = lambda values: [values[i] for i in channel_index]  # noqa: E731
+            info = replace(info, channels=pick(info.channels), mean=pick(info.mean), std=pick(info.std),
+                           p01=pick(info.p01), p99=pick(info.p99))
+        info = replace(info, n_tiles=len(rows))
+        return TileStore(self.url, info, self._store_manifest, rows if len(rows) < len(self._store_manifest) else None,
+                         channel_index, selection)
 
     @classmethod
     def open(cls, url: str) -> TileStore:
@@ -115,35 +140,51 @@ class TileStore:
 
     @property
     def manifest_table(self) -> pa.Table:
+        """This view's rows of the manifest (``tile_id`` still names the store row)."""
         return self._manifest
 
+    @property
+    def store_manifest(self) -> pa.Table:
+        """The whole store's manifest, whatever this view selects."""
+        return self._store_manifest
+
     def __len__(self) -> int:
-        return self.info.n_tiles
+        return self.info.n_tiles  # of this view
 
     def tiles(self):
         return open_zarr_group(storage.join(self.url, TILES), "r")["tiles"]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.tiles()[start:stop])
+        """Tiles ``start:stop`` of this view, (N, C, H, W)."""
+        if self.rows is None:
+            tiles = np.asarray(self.tiles()[start:stop])
+        else:
+            rows = self.rows[start:stop]
+            tiles = np.asarray(self.tiles()[int(rows[0]) : int(rows[-1]) + 1])[rows - rows[0]] if len(rows) else None
+        if tiles is None:
+            return np.empty((0, self.info.n_channels, self.info.tile_size, self.info.tile_size), self.info.dtype)
+        return tiles if self.channel_index is None else tiles[:, self.channel_index]
 
-    def to_ray_dataset(self, columns: list[str] | None = None, shuffle: bool = False, rows: np.ndarray | None = None):
-        """A Ray Dataset with an ``image`` column (C, H, W) plus the chosen manifest columns."""
+    def to_ray_dataset(self, columns: list[str] | None = None, shuffle: bool = False):
+        """A Ray Dataset of this view: an ``image`` column (C, H, W) plus the chosen manifest columns."""
         from sslray.data.datasource import read_tile_store
 
-        return read_tile_store(self, columns=columns or [], shuffle=shuffle, rows=rows)
+        return read_tile_store(self, columns=columns or [], shuffle=shuffle)
 
 
 class TileStoreWriter:
     """Appends tiles shard by shard, then publishes the store atomically on ``close``."""
 
-    def __init__(self, url: str, channels: list[str], dtype: np.dtype, tile_size: int, overwrite: bool = False):
+    def __init__(self, url: str, channels: list[str], dtype: np.dtype, tile_size: int, overwrite: bool = False,
+                 staging: str | None = None):
+        """``staging``: build inside this already-prepared location (a resumable ingest's)."""
         self.url = str(url)
         self.channels = list(channels)
         self.dtype = np.dtype(dtype)
         self.scale = dtype_scale(self.dtype)
         self.tile_size = tile_size
         self.chunk_tiles, self.shard_tiles = chunk_layout(len(channels) * tile_size**2 * self.dtype.itemsize)
-        self._prepare_destination(overwrite)
+        self.staging = staging or self._begin(overwrite)
         self._array = self._create_array()
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
@@ -151,9 +192,9 @@ class TileStoreWriter:
         self._rows: list[dict[str, Any]] = []
         self._stats = _ChannelStats(len(channels))
 
-    def _prepare_destination(self, overwrite: bool) -> None:
+    def _begin(self, overwrite: bool) -> str:
         try:
-            self.staging = storage.begin_output(self.url, overwrite, what="tile store")
+            return storage.begin_output(self.url, overwrite, what="tile store")
         except FileExistsError as err:
             raise StoreError(str(err)) from None
 

@@ -10,13 +10,14 @@ it came from. It is published atomically like every sslray output.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from sslray import storage, tracking
+from sslray.data.selection import Selection
 from sslray.data.transforms import normalize, resize, to_unit
 from sslray.train.checkpoint import load_encoder, read_meta
 
@@ -28,6 +29,7 @@ GROUP_COLUMNS = ("slide_id", "patient_id", "spot_id", "plate", "well", "site", "
 class EmbedConfig:
     checkpoint: str = ""
     store: str = ""
+    data: Selection = field(default_factory=Selection)  # default: all tiles, the checkpoint's channels
     out: str = ""
     batch_size: int = 128
     num_actors: int = 1
@@ -84,11 +86,7 @@ def run_embed(cfg: EmbedConfig) -> str:
 
     ensure_ray()
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
-    store = TileStore.open(cfg.store)
-    if store.info.n_channels != meta["in_chans"]:
-        raise ValueError(
-            f"{cfg.store} has {store.info.n_channels} channels but the checkpoint {cfg.checkpoint} expects {meta['in_chans']}"
-        )
+    store = _select(TileStore.open(cfg.store), cfg.data, meta, cfg.checkpoint)
     columns = [c for c in (*ID_COLUMNS, *GROUP_COLUMNS) if c in store.manifest_table.column_names]
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table")
@@ -113,6 +111,18 @@ def run_embed(cfg: EmbedConfig) -> str:
     storage.publish_output(staging, cfg.out, info)
     _track(cfg, meta, len(store), time.perf_counter() - started)
     return cfg.out
+
+
+def _select(store, selection: Selection, meta: dict, checkpoint: str):
+    """The tiles asked for, with the checkpoint's channels picked by name when the store has more."""
+    trained_on = meta.get("channels")
+    if selection.channels is None and trained_on and set(trained_on) <= set(store.info.channels):
+        selection = replace(selection, channels=list(trained_on))
+    view = store.select(selection)
+    if view.info.n_channels != meta["in_chans"]:
+        raise ValueError(f"{store.url} gives {view.info.n_channels} channels {view.info.channels} but the checkpoint "
+                         f"{checkpoint} expects {meta['in_chans']} ({trained_on}); choose them with data.channels")
+    return view
 
 
 def _track(cfg: EmbedConfig, meta: dict, n_rows: int, seconds: float) -> None:

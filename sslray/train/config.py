@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sslray.config import ConfigError, to_dict
+from sslray.data.selection import Selection
 from sslray.models.backbones import BackboneConfig, is_vit
 from sslray.tracking import TrackingConfig
 
@@ -55,6 +56,7 @@ class TrainConfig:
 @dataclass
 class PretrainConfig:
     store: str = ""
+    data: Selection = field(default_factory=Selection)  # which tiles and channels of the store to train on
     out: str = "sslray-runs"
     name: str = "pretrain"
     model: BackboneConfig = field(default_factory=BackboneConfig)

@@ -48,7 +48,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False  # the workers print their own progress line
-    store = TileStore.open(cfg.store)
+    store = TileStore.open(cfg.store).select(cfg.data)
     plan = _plan(cfg, store)
     uri = tracking.resolve_uri(cfg.tracking, cfg.out)
     run_id = _tracking_run(cfg, uri, plan)
@@ -105,7 +105,8 @@ def data_facts(store: TileStore) -> dict[str, Any]:
     return {
         "stats": {"scale": info.scale, "mean": info.mean, "std": info.std, "channels": info.channels},
         "in_chans": info.n_channels,
-        "lineage": {"store": tracking.redact(store.url), "manifest_sha256": manifest_hash(store.url)},
+        "lineage": {"store": tracking.redact(store.url), "manifest_sha256": manifest_hash(store.url),
+                    "selection": to_dict(store.selection)},
     }
 
 

@@ -19,7 +19,7 @@ def _folder(tmp_path):
 
 
 def test_subfolder_labels_and_tiling(tmp_path):
-    store = ingest_folder(IngestConfig(src=str(_folder(tmp_path)), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(_folder(tmp_path)), dest=str(tmp_path / "s"), tile_size=32))
     m = store.manifest
     # a.png 100x70 -> 3x2 tiles, b.png 64x64 -> 2x2 tiles; ragged borders dropped
     assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
@@ -33,7 +33,7 @@ def test_subfolder_labels_and_tiling(tmp_path):
 
 def test_csv_labels_groups_and_multichannel_tiff(synthetic_images, tmp_path):
     root, labels = synthetic_images
-    store = ingest_folder(IngestConfig(src=str(root), dest=str(tmp_path / "s"), labels=str(labels), tile_size=64))
+    store = ingest_folder(IngestConfig(workers=0, src=str(root), dest=str(tmp_path / "s"), labels=str(labels), tile_size=64))
     assert store.info.channels == ["ch0", "ch1"] or store.info.n_channels == 2
     m = store.manifest
     assert len(store) == 4 * 6 * 4 and m["group"].nunique() == 24 and set(m["label"]) == {
@@ -46,24 +46,24 @@ def test_missing_file_in_csv_stops_with_its_name_and_writes_nothing(tmp_path):
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("path,label\ntumor/a.png,t\nmissing/nope.png,n\n")
     with pytest.raises(IngestError, match="nope.png"):
-        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), labels=str(csv_path), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), labels=str(csv_path), tile_size=32))
     assert not (tmp_path / "s").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s")]
 
 
-def test_corrupt_image_stops_ingest_and_leaves_no_partial_store(tmp_path):
+def test_corrupt_image_stops_ingest_and_publishes_nothing(tmp_path):
     src = _folder(tmp_path)
     (src / "tumor" / "z_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(IngestError, match="z_broken.png"):
-        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.partial", "src"]  # hidden, kept to resume
 
 
 def test_skip_mode_reports_bad_files_and_keeps_the_rest(tmp_path):
     src = _folder(tmp_path)
     (src / "tumor" / "broken.png").write_bytes(b"garbage")
     write_png(src / "tumor" / "small.png", np.zeros((10, 10, 3), np.uint8))
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
     report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
     reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["skipped"]}
     assert set(reasons) == {"broken.png", "small.png"}
@@ -75,7 +75,7 @@ def test_channel_count_mismatch_is_named(tmp_path):
     src = _folder(tmp_path)
     write_png(src / "tumor" / "zz_gray.png", np.zeros((64, 64), np.uint8))
     with pytest.raises(IngestError, match="zz_gray.png: has 1 channels but earlier images have 3"):
-        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32))
 
 
 def test_readers_give_channels_first(tmp_path):
@@ -101,7 +101,7 @@ def test_otsu_finds_the_foreground_side():
 
 def test_real_tiles_ingest(test_data, tmp_path):
     src = test_data / "crc_samples" / "kather2016"
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=128))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=128))
     assert len(store) == 24 and store.manifest["label"].nunique() == 8
 
 
@@ -118,7 +118,7 @@ def _marker_field(folder, markers, size=64, seed=0):
 def test_channel_folders_stack_markers_in_name_order(tmp_path):
     a = _marker_field(tmp_path / "src" / "tumor" / "fov1", ["CD8", "DAPI", "PanCK"], seed=1)
     _marker_field(tmp_path / "src" / "stroma" / "fov2", ["CD8", "DAPI", "PanCK"], seed=2)
-    store = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
                                        layout="channel-folders"))
     assert store.info.channels == ["CD8", "DAPI", "PanCK"] and store.info.dtype == "uint16"
     m = store.manifest
@@ -130,18 +130,18 @@ def test_channel_folders_stack_markers_in_name_order(tmp_path):
 def test_channel_folders_select_markers_and_name_mismatches(tmp_path):
     _marker_field(tmp_path / "src" / "fov1", ["CD8", "DAPI", "PanCK"])
     _marker_field(tmp_path / "src" / "fov2", ["CD8", "DAPI", "Ki67"])
-    picked = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    picked = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
                                         layout="channel-folders", channels=["DAPI", "CD8"]))
     assert picked.info.channels == ["DAPI", "CD8"] and len(picked) == 8
     with pytest.raises(IngestError, match=r"fov2: channels \['CD8', 'DAPI', 'Ki67'\] differ"):
-        ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s2"), tile_size=32,
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s2"), tile_size=32,
                                    layout="channel-folders"))
     assert not (tmp_path / "s2").exists()
 
 
 def test_real_mibi_marker_folders(test_data, tmp_path):
     src = test_data / "mibi_simpleseg"
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=256,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=256,
                                        layout="channel-folders"))
     fov = sorted(p for p in src.iterdir() if p.is_dir())[0]
     assert store.info.channels == sorted(p.name.split(".")[0] for p in fov.glob("*.tif"))
@@ -152,7 +152,7 @@ def test_real_qptiff_and_plain_tiff(test_data, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "vectra.qptiff").symlink_to(test_data / "multiplex" / "small_vectra.qptiff")
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=240))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=240))
     assert store.info.n_channels == 3 and len(store) == (1440 // 240) * (1920 // 240)
 
 
@@ -164,7 +164,7 @@ def test_hdf5_patch_files_images_and_names(tmp_path):
     with h5py.File(tmp_path / "src" / "spotA" / "patches.h5", "w") as f:
         f.create_dataset("Images", data=images, chunks=(1, 4, 40, 40))
         f.create_dataset("Names", data=np.array([b"DNA1", b"CD3", b"CD20", b"Ki67"]))
-    store = ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
     m = store.manifest
     assert store.info.channels == ["DNA1", "CD3", "CD20", "Ki67"] and len(store) == 5
     assert m["image_id"].tolist() == [f"spotA/patches#{i}" for i in range(5)] and set(m["label"]) == {"spotA"}
@@ -177,7 +177,7 @@ def test_hdf5_without_images_is_named(tmp_path):
     with h5py.File(tmp_path / "src" / "bad.h5", "w") as f:
         f.create_dataset("Other", data=np.zeros(3))
     with pytest.raises(IngestError, match="bad.h5: HDF5 file has no 'Images' dataset"):
-        ingest_folder(IngestConfig(src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
 
 
 def test_float_images_need_an_explicit_scale(tmp_path):
@@ -186,11 +186,11 @@ def test_float_images_need_an_explicit_scale(tmp_path):
     counts = np.stack([np.full((32, 32), 50.0), np.full((32, 32), 5.0)]).astype(np.float32)
     tifffile.imwrite(src / "imc.tiff", counts)
     with pytest.raises(IngestError, match=r"imc.tiff: float image with values in \[5, 50\]; pass --float-max"):
-        ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32))
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, float_max=[100.0, 10.0]))
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, float_max=[100.0, 10.0]))
     assert store.info.dtype == "uint16"
     np.testing.assert_array_equal(store.read(0, 1)[0, :, 0, 0], [round(0.5 * 65535)] * 2)
-    logged = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "l"), tile_size=32, log1p=True,
+    logged = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "l"), tile_size=32, log1p=True,
                                         float_max=[float(np.log1p(50.0))]))
     assert logged.read(0, 1)[0, 0, 0, 0] == 65535
 
@@ -200,7 +200,7 @@ def test_real_imc_float_counts(test_data, tmp_path):
     src.mkdir()
     for f in (test_data / "imc_cytomapper").glob("*_imc.tiff"):
         (src / f.name).symlink_to(f)
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=50, log1p=True,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=50, log1p=True,
                                        float_max=[6.0]))
     assert store.info.n_channels == 5 and store.info.dtype == "uint16" and len(store) == 3 * 4
 
@@ -208,7 +208,7 @@ def test_real_imc_float_counts(test_data, tmp_path):
 def test_channel_mismatch_is_skipped_and_reported_in_skip_mode(tmp_path):
     src = _folder(tmp_path)
     write_png(src / "tumor" / "zz_gray.png", np.zeros((64, 64), np.uint8))
-    store = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, on_error="skip"))
     report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
     assert [r["path"].rsplit("/", 1)[-1] for r in report["skipped"]] == ["zz_gray.png"]
     assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
@@ -223,3 +223,41 @@ def test_image_size_reads_headers_for_png_and_tiff(tmp_path):
     from sslray.quickstart import default_tile_size
 
     assert default_tile_size(str(tmp_path)) == 20
+
+
+def test_breakhis_magnification_groups_pair_fields_across_magnifications(tmp_path):
+    from sslray.data.integrity import store_summary
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for cls, patient in (("benign", "SOB_B_A-14-22549AB"), ("malignant", "SOB_M_DC-14-2523")):
+        for mag in (40, 100):
+            for seq in (1, 2):
+                write_png(src / cls / patient / f"{mag}X" / f"{patient}-{mag}-{seq:03d}.png",
+                          rng.integers(0, 255, (46, 70, 3), dtype=np.uint8))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+                                       magnification_groups=True))
+    m = store.manifest
+    assert sorted(m["magnification"].unique()) == [40.0, 100.0]
+    assert m.groupby("field_id")["magnification"].nunique().eq(2).all()  # every field at both magnifications
+    assert m["field_id"].nunique() == 4 and "benign/SOB_B_A-14-22549AB/SOB_B_A-14-22549AB-*-001" in set(m["field_id"])
+    assert set(m["label"]) == {"SOB_B_A-14-22549AB", "SOB_M_DC-14-2523"}  # the folder above 40X, not "40X"
+    assert store_summary(store.url)["tiles_per_magnification"] == {"40X": 8, "100X": 8}
+
+
+def test_magnification_groups_name_files_without_one_and_csv_columns_reach_the_manifest(tmp_path):
+    src = _folder(tmp_path)
+    with pytest.raises(IngestError, match="b.png: no magnification in its path"):
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+                                   magnification_groups=True))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,patient_id,magnification\ntumor/a.png,t,P1,40X\nnormal/b.png,n,P2,100\n")
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "c"), tile_size=32,
+                                       labels=str(labels)))
+    m = store.manifest
+    assert m.groupby("source")["patient_id"].first().to_dict() == {"normal/b.png": "P2", "tumor/a.png": "P1"}
+    assert sorted(m["magnification"].unique()) == [40.0, 100.0]
+    labels.write_text("path,label,x\ntumor/a.png,t,1\n")
+    with pytest.raises(IngestError, match=r"column\(s\) \['x'\] are set by sslray"):
+        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "d"), tile_size=32,
+                                   labels=str(labels)))

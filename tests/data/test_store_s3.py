@@ -58,8 +58,8 @@ def test_ingest_to_s3_and_read_back(s3_server, synthetic_images):
 
     root, labels = synthetic_images
     url = f"{s3_server}/stores/cells"
-    store = ingest_folder(IngestConfig(src=str(root), dest=url, labels=str(labels), tile_size=64))
-    local = ingest_folder(IngestConfig(src=str(root), dest=str(root.parent / "local-copy"), labels=str(labels),
+    store = ingest_folder(IngestConfig(workers=0, src=str(root), dest=url, labels=str(labels), tile_size=64))
+    local = ingest_folder(IngestConfig(workers=0, src=str(root), dest=str(root.parent / "local-copy"), labels=str(labels),
                                        tile_size=64))
     reopened = TileStore.open(url)
     assert len(reopened) == len(local) == 96
@@ -73,3 +73,24 @@ def test_ingest_to_s3_and_read_back(s3_server, synthetic_images):
     with pytest.raises(StoreError, match="incomplete"):
         TileStore.open(url)
     assert store.url == url
+
+
+def test_interrupted_ingest_to_s3_stays_invisible_and_resumes(s3_server, tmp_path, monkeypatch):
+    from sslray.data import ingest as ingest_module
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / "src" / f"{name}.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "src" / "d.png").write_bytes(b"cut off")
+    cfg = IngestConfig(workers=0, src=str(tmp_path / "src"), dest=f"{s3_server}/stores/resume", tile_size=32)
+    with pytest.raises(ingest_module.IngestError, match="d.png"):
+        ingest_folder(cfg)
+    with pytest.raises(StoreError, match="incomplete"):
+        TileStore.open(cfg.dest)
+    write_png(tmp_path / "src" / "d.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    tiled = []
+    real = ingest_module.tile_source
+    monkeypatch.setattr(ingest_module, "tile_source", lambda s, *rest: tiled.append(s.rel) or real(s, *rest))
+    store = ingest_folder(cfg)
+    assert tiled == ["d.png"] and len(store) == 16 and verify_store(cfg.dest) == []
