@@ -3,12 +3,16 @@
 Same tiles, same batch size, same number of loader processes, same machine, same run; each
 path is timed on its second full pass (steady state, as in every epoch after the first):
 
-- baseline: one PNG per tile, decoded with Pillow in a torch ``DataLoader`` (the pattern of
-  the seed codebases);
-- zarr: the tile store read shard by shard in the same process (no Ray);
-- ray-data: the tile store through sslray's Ray Data datasource and ``iter_torch_batches``
-  (what training workers consume);
-- ingest: MB/s of pixels written by ``sslray ingest`` from the PNG folder.
+- baseline: one PNG per tile, decoded with Pillow in a torch ``DataLoader`` with shuffling
+  (the pattern of the seed codebases);
+- zarr: the tile store read shard by shard in the same process (no Ray, no shuffle);
+- training path: the tile store through sslray's Ray Data datasource, whole blocks into the
+  shuffle buffer that mixes shards into each batch (what training workers consume);
+- ingest: MB/s of pixels written by ``sslray ingest`` from the PNG folder (Ray Data tiling).
+
+With ``--s3`` (the default when moto is installed) the baseline and the training path are
+repeated against a real S3-compatible server (moto's server mode on loopback): one GET per
+tile file against one GET per shard.
 
 Results go to ``benchmarks/results/ingest_stream_<device>.csv`` and a markdown table.
 
@@ -18,8 +22,14 @@ Results go to ``benchmarks/results/ingest_stream_<device>.csv`` and a markdown t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
+import os
 import platform
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,14 +56,26 @@ def make_tiles(folder: Path, n: int, size: int, seed: int = 0) -> Path:
 
 
 class PngTiles(torch.utils.data.Dataset):
-    def __init__(self, folder: Path) -> None:
-        self.files = sorted(folder.rglob("*.png"))
+    """One file per tile, local or ``s3://`` (a filesystem per loader process: s3fs is not fork-safe)."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        self._fs = None
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.files[index]) as image:
+        path = self.files[index]
+        if path.startswith("s3://"):
+            if self._fs is None:
+                import s3fs
+
+                self._fs = s3fs.S3FileSystem(skip_instance_cache=True)
+            source = io.BytesIO(self._fs.cat_file(path))
+        else:
+            source = path
+        with Image.open(source) as image:
             return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
 
 
@@ -71,9 +93,9 @@ def tiles_per_s(make_batches, n_expected: int) -> float:
     return seen / elapsed
 
 
-def bench_baseline(folder: Path, batch: int, workers: int) -> float:
-    loader = torch.utils.data.DataLoader(PngTiles(folder), batch_size=batch, num_workers=workers, shuffle=True)
-    return tiles_per_s(lambda: iter(loader), len(loader.dataset))
+def bench_baseline(files: list[str], batch: int, workers: int) -> float:
+    loader = torch.utils.data.DataLoader(PngTiles(files), batch_size=batch, num_workers=workers, shuffle=True)
+    return tiles_per_s(lambda: iter(loader), len(files))
 
 
 def bench_zarr(store, batch: int) -> float:
@@ -88,9 +110,19 @@ def bench_zarr(store, batch: int) -> float:
     return tiles_per_s(batches, len(store))
 
 
-def bench_ray(store, batch: int) -> float:
+def bench_training_path(store, batch: int) -> float:
+    """What ``train_loop_per_worker`` does: whole blocks -> shuffle buffer -> torch batches."""
+    from sslray.data.shuffle import shuffled_batches
+
     ds = store.to_ray_dataset(shuffle=True)
-    return tiles_per_s(lambda: (b["image"] for b in ds.iter_torch_batches(batch_size=batch)), len(store))
+    buffer = max(2 * batch, (512 << 20) // (3 * store.info.tile_size**2))
+
+    def batches():
+        blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+        for b in shuffled_batches(({"image": b["image"]} for b in blocks), batch, buffer, drop_last=False):
+            yield torch.from_numpy(b["image"])
+
+    return tiles_per_s(batches, len(store))
 
 
 def main() -> None:
@@ -99,47 +131,108 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="loader processes for the baseline; Ray gets as many CPUs")
+    parser.add_argument("--s3", action=argparse.BooleanOptionalAction, default=_has_moto(),
+                        help="also measure against a moto S3 server on loopback")
     parser.add_argument("--device", default=platform.node() or "cpu")
     args = parser.parse_args()
 
     import ray
 
-    from sslray.data.ingest import IngestConfig, ingest_folder
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = make_tiles(Path(tmp) / "png", args.tiles, args.size)
-        start = time.perf_counter()
-        store = ingest_folder(IngestConfig(src=str(folder), dest=str(Path(tmp) / "store"), tile_size=args.size))
-        ingest_s = time.perf_counter() - start
+    with contextlib.ExitStack() as stack:
+        bucket = stack.enter_context(moto_server()) if args.s3 else None  # before Ray: workers inherit its env
         ray.init(num_cpus=args.workers, object_store_memory=512 * 1024**2, include_dashboard=False,
                  log_to_driver=False)
-        rows = [
-            ("baseline: PNG per tile + DataLoader", bench_baseline(folder, args.batch, args.workers)),
-            ("tile store: zarr, one process", bench_zarr(store, args.batch)),
-            ("tile store: Ray Data iter_torch_batches", bench_ray(store, args.batch)),
-        ]
+        rows, ingest_s = run_all(args, bucket)
         ray.shutdown()
     mb = args.tiles * 3 * args.size**2 / 1e6
     write_results(args, rows, mb / ingest_s)
 
 
+def run_all(args, bucket: str | None) -> tuple[list[tuple[str, float]], float]:
+    from sslray.data.ingest import IngestConfig, ingest_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_tiles(Path(tmp) / "png", args.tiles, args.size)
+        files = sorted(str(p) for p in folder.rglob("*.png"))
+        start = time.perf_counter()
+        store = ingest_folder(IngestConfig(src=str(folder), dest=str(Path(tmp) / "store"), tile_size=args.size))
+        ingest_s = time.perf_counter() - start
+        rows = [
+            ("local: PNG per tile + DataLoader (baseline)", bench_baseline(files, args.batch, args.workers)),
+            ("local: tile store, zarr in one process", bench_zarr(store, args.batch)),
+            ("local: tile store, Ray Data training path", bench_training_path(store, args.batch)),
+        ]
+        if bucket:
+            rows += bench_s3(bucket, folder, files, store, args)
+    return rows, ingest_s
+
+
+def bench_s3(bucket: str, folder: Path, files: list[str], store, args) -> list[tuple[str, float]]:
+    """The same two paths with every byte coming from an S3 server on loopback."""
+    import s3fs
+
+    from sslray.data.store import TileStore
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.put(str(folder), f"{bucket}/png", recursive=True)
+    fs.put(store.url, f"{bucket}/store", recursive=True)
+    remote_files = [f"s3://{bucket}/png/{Path(f).relative_to(folder).as_posix()}" for f in files]
+    remote = TileStore.open(f"s3://{bucket}/store")
+    return [
+        ("S3: PNG per tile + DataLoader (baseline)", bench_baseline(remote_files, args.batch, args.workers)),
+        ("S3: tile store, Ray Data training path", bench_training_path(remote, args.batch)),
+    ]
+
+
+@contextlib.contextmanager
+def moto_server():
+    """moto's S3 server on a free loopback port, with the standard AWS variables pointing at it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        import boto3
+
+        for _ in range(100):
+            try:
+                boto3.client("s3").create_bucket(Bucket="bench")
+                break
+            except Exception:
+                time.sleep(0.1)
+        yield "bench"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _has_moto() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("moto") is not None
+
+
 def write_results(args, rows: list[tuple[str, float]], ingest_mb_s: float) -> None:
     import ray
 
-    baseline = rows[0][1]
+    baselines = {label.split(":")[0]: rate for label, rate in rows if "baseline" in label}
+    ratio = {label: rate / baselines[label.split(":")[0]] for label, rate in rows}
     RESULTS.mkdir(exist_ok=True)
     name = f"ingest_stream_{args.device}_ray{ray.__version__}_torch{torch.__version__.split('+')[0]}.csv"
     with open(RESULTS / name, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "tiles_per_s", "ratio_vs_baseline", "tiles", "tile_size", "batch", "workers"])
         for label, rate in rows:
-            writer.writerow([label, round(rate, 1), round(rate / baseline, 2), args.tiles, args.size, args.batch,
+            writer.writerow([label, round(rate, 1), round(ratio[label], 2), args.tiles, args.size, args.batch,
                              args.workers])
-        writer.writerow(["ingest (MB/s of pixels)", round(ingest_mb_s, 1), "", args.tiles, args.size, "", 1])
+        writer.writerow(["ingest (MB/s of pixels)", round(ingest_mb_s, 1), "", args.tiles, args.size, "", args.workers])
     print(f"| path ({args.tiles} x {args.size}-px RGB tiles, batch {args.batch}, {args.workers} workers) "
           "| tiles/s | vs baseline |\n|---|---|---|")
     for label, rate in rows:
-        print(f"| {label} | {rate:.0f} | {rate / baseline:.2f}x |")
+        print(f"| {label} | {rate:.0f} | {ratio[label]:.2f}x |")
     print(f"| ingest from PNG folder | {ingest_mb_s:.1f} MB/s | |")
     print(f"\nwrote {RESULTS / name}")
 

@@ -97,6 +97,9 @@ def _ingest_parser(p):
     p.add_argument("--layout", choices=["files", "channel-folders"], default="files",
                    help="files: one image file per field (default); channel-folders: one folder per field "
                         "holding one single-channel file per marker")
+    p.add_argument("--format", choices=["auto", "image", "slide", "hdf5"], default="auto",
+                   help="reader: auto (from the file name, default), image (PNG/JPEG/TIFF/OME-TIFF/QPTIFF/NPY), "
+                        "slide (whole-slide pyramid via tiffslide), hdf5 (Images + Names)")
     p.add_argument("--channels", help="comma-separated channel names (channel-folders: the markers to keep, in order)")
     p.add_argument("--mpp", type=float, help="whole slides: tile at this many microns per pixel "
                                              "(also reads .tif files as slides)")
@@ -111,6 +114,8 @@ def _ingest_parser(p):
                    help="BreakHis-style data: read each image's magnification from a 40X folder or a _40x_ file-name "
                         "token and group the same field across magnifications (manifest columns magnification, "
                         "field_id)")
+    p.add_argument("--compression", choices=["lz4", "zstd"], default="lz4",
+                   help="store codec: lz4 reads fastest (default), zstd is smaller (archives, slow links)")
     p.add_argument("--workers", type=int, help="parallel tiling tasks on the Ray cluster (default: one per CPU; "
                                                "0: in this process, without Ray)")
     p.add_argument("--overwrite", action="store_true",
@@ -127,7 +132,8 @@ def _cmd_ingest(args) -> int:
                        log1p=args.log1p, workers=args.workers,
                        clip_percentiles=[float(v) for v in args.clip_percentiles.split(",")]
                        if args.clip_percentiles else None,
-                       magnification_groups=args.magnification_groups,
+                       magnification_groups=args.magnification_groups, compression=args.compression,
+                       format=args.format,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

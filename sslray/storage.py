@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -27,7 +26,7 @@ def local_path(url: str) -> str:
     url = str(url)
     if url.startswith("file://"):
         url = url[len("file://"):]
-    return url if is_remote(url) else str(Path(url).expanduser().resolve())
+    return url if is_remote(url) else os.path.abspath(os.path.expanduser(url))
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
@@ -52,10 +51,11 @@ def read_bytes(url: str) -> bytes:
         return handle.read()
 
 
-def write_bytes(url: str, data: bytes) -> None:
+def write_bytes(url: str, data: bytes, durable: bool = True) -> None:
     """Write a file so readers see either nothing or all of it.
 
-    Locally: write a sibling temp file and rename (atomic on POSIX). On object storage a
+    Locally: write a sibling temp file and rename (atomic on POSIX); ``durable`` also
+    fsyncs it, so it survives a power cut, not just a killed process. On object storage a
     PUT is already all-or-nothing.
     """
     fs, path = filesystem(url)
@@ -68,8 +68,9 @@ def write_bytes(url: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 

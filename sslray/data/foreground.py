@@ -11,7 +11,10 @@ def otsu_threshold(image: np.ndarray) -> tuple[float, bool]:
     The background is taken to be the larger class: true of most slides (white glass) and
     fluorescence fields (dark background).
     """
-    grey = image.astype(np.float32).mean(axis=0)
+    return _otsu(image.astype(np.float32).mean(axis=0))
+
+
+def _otsu(grey: np.ndarray) -> tuple[float, bool]:
     hist, edges = np.histogram(grey, bins=256)
     centers = (edges[:-1] + edges[1:]) / 2
     weight0 = np.cumsum(hist)
@@ -24,7 +27,8 @@ def otsu_threshold(image: np.ndarray) -> tuple[float, bool]:
     return threshold, bright_background
 
 
-def foreground_fraction(tile: np.ndarray, threshold: float, bright_background: bool) -> float:
-    grey = tile.astype(np.float32).mean(axis=0)
-    fg = grey < threshold if bright_background else grey > threshold
-    return round(float(fg.mean()), 4)
+def foreground_mask(image: np.ndarray) -> np.ndarray:
+    """(H, W) True where a (C, H, W) image holds cells or tissue, by Otsu on its channel mean."""
+    grey = image.astype(np.float32).mean(axis=0)
+    threshold, bright_background = _otsu(grey)
+    return grey < threshold if bright_background else grey > threshold

@@ -36,6 +36,7 @@ class PartResult:
     channels: list[str] = field(default_factory=list)
     dtype: str = ""
     pieces: list[int] = field(default_factory=list)  # tiles per piece file, in order
+    piece_bytes: list[int] = field(default_factory=list)  # their sizes, checked before a resume trusts them
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -64,9 +65,9 @@ class PartWriter:
         self.rel = rel
         self.rows: list[dict[str, Any]] = []
         self.pieces: list[int] = []
+        self.piece_bytes: list[int] = []
         self.channels: list[str] = []
         self.dtype = ""
-        storage.remove(self.url)  # a part cut off half-way by an earlier interruption
 
     def add(self, tiles: np.ndarray, rows: list[dict[str, Any]], channels: list[str]) -> None:
         if self.pieces and (channels != self.channels or str(tiles.dtype) != self.dtype):
@@ -75,22 +76,38 @@ class PartWriter:
         per_piece = max(1, PIECE_BYTES // max(1, tiles[0].nbytes))
         for start in range(0, len(tiles), per_piece):
             piece = np.ascontiguousarray(tiles[start : start + per_piece])
-            storage.write_bytes(storage.join(self.url, f"{len(self.pieces):05d}.blosc"), _codec().encode(piece))
+            encoded = _codec().encode(piece)
+            # Not fsynced: parts must survive a killed process, and the sizes in part.json
+            # catch what a power cut could truncate.
+            storage.write_bytes(storage.join(self.url, f"{len(self.pieces):05d}.blosc"), encoded, durable=False)
             self.pieces.append(len(piece))
+            self.piece_bytes.append(len(encoded))
         self.rows.extend(rows)
 
     def finish(self) -> PartResult:
+        rows = json.dumps(self.rows).encode()
         result = PartResult(self.rel, True, sum(self.pieces), channels=self.channels, dtype=self.dtype,
-                            pieces=self.pieces)
-        storage.write_bytes(storage.join(self.url, "rows.json"), json.dumps(self.rows).encode())
-        storage.write_bytes(storage.join(self.url, "part.json"), result.to_json().encode())
+                            pieces=self.pieces, piece_bytes=[*self.piece_bytes, len(rows)])
+        storage.write_bytes(storage.join(self.url, "rows.json"), rows, durable=False)
+        storage.write_bytes(storage.join(self.url, "part.json"), result.to_json().encode(), durable=False)
         return result
 
 
 def load_part(staging: str, rel: str) -> PartResult | None:
-    """The finished part of ``rel``, or None when it was never finished."""
-    marker = storage.join(part_url(staging, rel), "part.json")
-    return PartResult.from_json(storage.read_bytes(marker).decode()) if storage.exists(marker) else None
+    """The finished, intact part of ``rel``, or None when it must be (re)done."""
+    url = part_url(staging, rel)
+    marker = storage.join(url, "part.json")
+    try:
+        part = PartResult.from_json(storage.read_bytes(marker).decode())
+    except (FileNotFoundError, ValueError, TypeError):
+        return None  # never finished, or its marker was cut short
+    fs, root = storage.filesystem(url)
+    files = [f"{i:05d}.blosc" for i in range(len(part.pieces))] + ["rows.json"]
+    try:
+        intact = all(fs.size(f"{root}/{name}") == size for name, size in zip(files, part.piece_bytes, strict=True))
+    except (FileNotFoundError, ValueError):
+        intact = False
+    return part if intact else None
 
 
 def discard_part(staging: str, rel: str) -> None:

@@ -1,8 +1,9 @@
 """Read one source image into a (C, H, W) array, whatever its file layout.
 
 PNG/JPEG go through Pillow; TIFF (including multi-page and OME-TIFF) through tifffile,
-the reference TIFF library of the microscopy community. Every reader returns channels
-first, because fluorescence images have 1 to 40+ channels and RGB is just C = 3.
+the reference TIFF library of the microscopy community; NPY arrays through numpy (never
+unpickling). Every reader returns channels first, because fluorescence images have 1 to
+40+ channels and RGB is just C = 3.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".qptiff"}  # .ome.tif(f) ends in .tif(f); QPTIFF is a TIFF
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", *TIFF_SUFFIXES}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".npy", *TIFF_SUFFIXES}
 
 
 class ImageReadError(ValueError):
@@ -36,6 +37,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 return series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")]
+        if path.suffix.lower() == ".npy":
+            return _npy_to_chw(np.load(path, mmap_mode="r", allow_pickle=False), path).shape[1:]
         from PIL import Image
 
         with Image.open(path) as image:
@@ -51,7 +54,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES:
         raise ImageReadError(f"{path}: unsupported image format {suffix!r} (expected one of {sorted(IMAGE_SUFFIXES)})")
     try:
-        array = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_pil(path)
+        if suffix == ".npy":
+            array = _npy_to_chw(np.load(path, allow_pickle=False), path)
+        else:
+            array = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_pil(path)
     except ImageReadError:
         raise
     except Exception as err:  # decoders raise many types for truncated or corrupt files
@@ -135,6 +141,17 @@ def _read_pil(path: Path) -> np.ndarray:
     if array.shape[-1] == 4:  # drop alpha: it is not an imaging channel
         array = array[..., :3]
     return np.moveaxis(array, -1, 0)
+
+
+def _npy_to_chw(array: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W) -> (1, H, W); (H, W, C) with C <= 4 < H, W -> channels first; else taken as (C, H, W)."""
+    if array.ndim == 2:
+        return array[None]
+    if array.ndim != 3:
+        raise ImageReadError(f"{path}: NPY array of shape {array.shape}; expected (H, W), (C, H, W) or (H, W, C)")
+    if array.shape[-1] <= 4 < min(array.shape[:2]):
+        return np.moveaxis(array, -1, 0)
+    return array
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -39,6 +39,7 @@ class TrainConfig:
     torch_threads: int | None = None  # default: the CPUs Ray gives the worker
     checkpoint_every: int = 0  # steps; 0 = only at the end
     log_every: int = 10
+    shuffle_buffer_mb: int = 512  # per worker: tiles from many shards are mixed into every batch
     max_failures: int = 0  # worker failures Ray Train recovers from (restarting from the last checkpoint)
     seed: int = 0
 
@@ -49,6 +50,8 @@ class TrainConfig:
             raise ValueError("train.num_workers must be >= 0 and train.cpus_per_worker > 0")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"train.steps must be >= 1, got {self.steps}")
+        if self.shuffle_buffer_mb < 1:
+            raise ValueError(f"train.shuffle_buffer_mb must be >= 1, got {self.shuffle_buffer_mb}")
         if self.epochs <= 0:
             raise ValueError(f"train.epochs must be > 0, got {self.epochs}")
 

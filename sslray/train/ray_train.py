@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from sslray import storage, tracking
 from sslray.config import ConfigError, from_dict, to_dict
+from sslray.data.shuffle import shuffled_batches
 from sslray.data.store import MANIFEST, TileStore
 from sslray.methods import Schedule, build_method
 from sslray.models.backbones import create_backbone
@@ -95,8 +97,10 @@ def _plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
         )
     steps_per_epoch = len(store) // global_batch
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    tile_bytes = store.info.n_channels * store.info.tile_size**2 * np.dtype(store.info.dtype).itemsize
+    buffer_tiles = max(2 * cfg.train.batch_size, cfg.train.shuffle_buffer_mb * 2**20 // tile_bytes)
     return {"total_steps": total, "steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
-            **data_facts(store)}
+            "shuffle_buffer_tiles": int(buffer_tiles), **data_facts(store)}
 
 
 def data_facts(store: TileStore) -> dict[str, Any]:
@@ -179,19 +183,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     meta = checkpoint_meta(cfg, plan, method.embed_dim)
     reporter = _Reporter(cfg, plan, config, rank, step)
     shard = ray.train.get_dataset_shard("train")
+    epoch = 0
     while step < plan["total_steps"]:
-        batches = shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, device=device)
+        batches = _epoch_batches(shard, cfg.train.batch_size, plan["shuffle_buffer_tiles"],
+                                 (cfg.train.seed, epoch, rank), device)
+        epoch += 1
         reporter.mark_wait_start()
-        for batch in batches:
+        for images in batches:
             reporter.mark_data_ready()
-            result = step_fn(batch["image"], step)
+            result = step_fn(images, step)
             step += 1
-            reporter.after_step(step, result, len(batch["image"]))
+            reporter.after_step(step, result, len(images))
             if reporter.due(step):
                 _report(reporter.metrics(step), step, step_fn, method, meta, rank, reporter.checkpoint_due(step))
             if step >= plan["total_steps"]:
                 break
             reporter.mark_wait_start()
+
+
+def _epoch_batches(shard, batch_size: int, buffer_tiles: int, seed: tuple[int, ...], device: torch.device):
+    """One pass over this worker's shard as image tensors, mixed through a shuffle buffer.
+
+    Whole blocks come out of Ray Data (no re-batching in Arrow); ``shuffled_batches`` mixes
+    tiles of many shards into each batch.
+    """
+    blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    for batch in shuffled_batches(({"image": b["image"]} for b in blocks), batch_size, buffer_tiles, seed):
+        yield torch.from_numpy(batch["image"]).to(device, non_blocking=True)
 
 
 def _resume(step_fn: SSLStep) -> int:

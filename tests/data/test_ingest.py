@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from sslray.data.ingest import IngestConfig, IngestError, ingest_folder, otsu_threshold
+from sslray.data.foreground import foreground_mask, otsu_threshold
+from sslray.data.ingest import IngestConfig, IngestError, ingest_folder
 from sslray.data.readers import ImageReadError, read_image
 from tests.conftest import write_png
 
@@ -97,6 +98,7 @@ def test_otsu_finds_the_foreground_side():
     image[:, :10, :10] = 200  # small bright object on dark background
     threshold, bright_background = otsu_threshold(image)
     assert 0 < threshold < 200 and not bright_background
+    assert foreground_mask(image).sum() == 100 and foreground_mask(255 - image).sum() == 100  # either polarity
 
 
 def test_real_tiles_ingest(test_data, tmp_path):
@@ -261,3 +263,33 @@ def test_magnification_groups_name_files_without_one_and_csv_columns_reach_the_m
     with pytest.raises(IngestError, match=r"column\(s\) \['x'\] are set by sslray"):
         ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "d"), tile_size=32,
                                    labels=str(labels)))
+
+
+def test_npy_arrays_channels_last_or_first_and_pickles_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    chw = rng.integers(0, 65535, (5, 40, 40), dtype=np.uint16)
+    np.save(src / "rgb.npy", hwc)
+    np.save(src / "multi.npy", chw)
+    assert read_image(src / "rgb.npy").shape == (3, 40, 40) and read_image(src / "multi.npy").shape == (5, 40, 40)
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+                                       on_error="skip"))
+    assert store.info.channels == [f"ch{i}" for i in range(5)] and len(store) == 1  # rgb.npy skipped: 3 channels
+    np.testing.assert_array_equal(store.read(0, 1)[0], chw[:, :32, :32])
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageReadError, match="obj.npy: cannot decode"):
+        read_image(tmp_path / "obj.npy")
+
+
+def test_format_forces_the_reader(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    tifffile.imwrite(src / "plain.tif", np.zeros((64, 96, 3), np.uint8), photometric="rgb")
+    cfg = IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, mpp=1.0)
+    assert cfg.reader_for(src / "plain.tif") == "slide"  # a target resolution makes TIFFs slides
+    forced = IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, mpp=1.0, format="image")
+    assert forced.reader_for(src / "plain.tif") == "image" and len(ingest_folder(forced)) == 6
+    with pytest.raises(ValueError, match="format must be"):
+        IngestConfig(format="svs")

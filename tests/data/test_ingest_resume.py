@@ -112,3 +112,20 @@ def test_parallel_ray_ingest_equals_the_in_process_one(ray_session, tmp_path):
     _assert_same_store(parallel, serial)
     report = (tmp_path / "p" / "ingest_report.json").read_text()
     assert "broken.png" in report
+
+
+def test_a_part_damaged_after_it_finished_is_redone_not_trusted(tmp_path, monkeypatch):
+    src = _images(tmp_path / "src", 3)
+    (src / "class0" / "zz.png").write_bytes(b"broken")
+    cfg = IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32)
+    with pytest.raises(IngestError):
+        ingest_folder(cfg)
+    write_png(src / "class0" / "zz.png", np.zeros((64, 64, 3), np.uint8))  # the user fixes the file
+    piece = sorted((tmp_path / ".s.partial" / "_ingest" / "parts").glob("*/00000.blosc"))[0]
+    piece.write_bytes(piece.read_bytes()[:100])  # what a power cut could leave behind
+    tiled = _count_tiling(monkeypatch)
+    store = ingest_folder(cfg)
+    # class0/img00 and img02 had finished before zz.png stopped the run; one of them is damaged now
+    assert sorted(tiled)[-2:] == ["class0/zz.png", "class1/img01.png"] and len(tiled) == 3
+    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "fresh"), tile_size=32))
+    _assert_same_store(store, fresh)

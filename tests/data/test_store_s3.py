@@ -94,3 +94,36 @@ def test_interrupted_ingest_to_s3_stays_invisible_and_resumes(s3_server, tmp_pat
     monkeypatch.setattr(ingest_module, "tile_source", lambda s, *rest: tiled.append(s.rel) or real(s, *rest))
     store = ingest_folder(cfg)
     assert tiled == ["d.png"] and len(store) == 16 and verify_store(cfg.dest) == []
+
+
+def _link(tmp_path, *targets):
+    src = tmp_path / "src"
+    src.mkdir()
+    for target in targets:
+        (src / target.name).symlink_to(target)
+    return src
+
+
+REAL_SAMPLES = {  # every reader, on the real samples, with the settings a user would pass
+    "slide": (lambda d, t: _link(t, d / "wsi" / "CMU-1-Small-Region.svs"), {"tile_size": 224, "mpp": 1.0}),
+    "marker-folders": (lambda d, t: d / "mibi_simpleseg",
+                       {"tile_size": 512, "layout": "channel-folders", "channels": ["HH3", "CD45", "PanKRT"]}),
+    "imc-floats": (lambda d, t: _link(t, *sorted((d / "imc_cytomapper").glob("*_imc.tiff"))),
+                   {"tile_size": 50, "log1p": True, "float_max": [6.0]}),
+    "qptiff": (lambda d, t: _link(t, d / "multiplex" / "small_vectra.qptiff"), {"tile_size": 480}),
+    "tile-folders": (lambda d, t: d / "crc_samples" / "kather2016", {"tile_size": 150}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REAL_SAMPLES))
+def test_real_samples_ingest_to_s3_exactly_as_to_local_disk(s3_server, test_data, tmp_path, kind):
+    make_src, settings = REAL_SAMPLES[kind]
+    if kind == "slide":
+        pytest.importorskip("tiffslide")
+    src = str(make_src(test_data, tmp_path))
+    remote = ingest_folder(IngestConfig(workers=0, src=src, dest=f"{s3_server}/real/{kind}", **settings))
+    local = ingest_folder(IngestConfig(workers=0, src=src, dest=str(tmp_path / "local"), **settings))
+    assert len(remote) == len(local) > 0 and remote.info == local.info
+    np.testing.assert_array_equal(TileStore.open(remote.url).read(0, len(remote)), local.read(0, len(local)))
+    assert remote.manifest.equals(local.manifest)
+    assert verify_store(remote.url) == []
