@@ -1,7 +1,8 @@
 """Tiles/s from the tile store into torch batches vs. the seeds' one-file-per-tile pattern.
 
 Same tiles, same batch size, same number of loader processes, same machine, same run; each
-path is timed on its second full pass (steady state, as in every epoch after the first):
+path is timed as the median of three full passes after a warm-up pass (steady state, as in
+every epoch after the first):
 
 - baseline: one PNG per tile, decoded with Pillow in a torch ``DataLoader`` with shuffling
   (the pattern of the seed codebases);
@@ -79,18 +80,18 @@ class PngTiles(torch.utils.data.Dataset):
             return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
 
 
-def tiles_per_s(make_batches, n_expected: int) -> float:
-    """Throughput of the second pass: steady state, as in every epoch after the first."""
+def tiles_per_s(make_batches, n_expected: int, passes: int = 3) -> float:
+    """Median throughput over ``passes`` full passes after a warm-up pass (steady state, as in
+    every epoch after the first; the median because a 2-core machine is noisy)."""
     for _ in make_batches():
         pass
-    batches = make_batches()
-    start = time.perf_counter()
-    seen = 0
-    for batch in batches:
-        seen += len(batch)
-    elapsed = time.perf_counter() - start
-    assert seen == n_expected, f"saw {seen} tiles, expected {n_expected}"
-    return seen / elapsed
+    rates = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        seen = sum(len(batch) for batch in make_batches())
+        rates.append(seen / (time.perf_counter() - start))
+        assert seen == n_expected, f"saw {seen} tiles, expected {n_expected}"
+    return float(np.median(rates))
 
 
 def bench_baseline(files: list[str], batch: int, workers: int) -> float:
@@ -112,13 +113,13 @@ def bench_zarr(store, batch: int) -> float:
 
 def bench_training_path(store, batch: int) -> float:
     """What ``train_loop_per_worker`` does: whole blocks -> shuffle buffer -> torch batches."""
-    from sslray.data.shuffle import shuffled_batches
+    from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 
     ds = store.to_ray_dataset(shuffle=True)
-    buffer = max(2 * batch, (512 << 20) // (3 * store.info.tile_size**2))
+    buffer = ShuffleBuffer(max(2 * batch, (512 << 20) // (3 * store.info.tile_size**2)))  # one per worker
 
     def batches():
-        blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+        blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=4)
         for b in shuffled_batches(({"image": b["image"]} for b in blocks), batch, buffer, drop_last=False):
             yield torch.from_numpy(b["image"])
 

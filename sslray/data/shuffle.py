@@ -34,14 +34,17 @@ class ShuffleBuffer:
 
     def add(self, block: Batch) -> None:
         n = len(next(iter(block.values())))
-        if not self.columns:
-            self.columns = {k: np.empty((max(self.capacity, n) * 2, *v.shape[1:]), v.dtype) for k, v in block.items()}
+        if not self.columns:  # room for a full buffer plus one more block; reused epoch after epoch
+            self.columns = {k: np.empty((self.capacity + 2 * n, *v.shape[1:]), v.dtype) for k, v in block.items()}
         if set(block) != set(self.columns):
             raise ValueError(f"block columns {sorted(block)} differ from earlier blocks' {sorted(self.columns)}")
         self._reserve(self.size + n)
         for key, values in block.items():
             self.columns[key][self.size : self.size + n] = values
         self.size += n
+
+    def clear(self) -> None:
+        self.size = 0
 
     def take(self, n: int) -> Batch:
         n = min(n, self.size)
@@ -66,11 +69,18 @@ class ShuffleBuffer:
             self.columns[key] = grown
 
 
-def shuffled_batches(blocks: Iterable[Batch], batch_size: int, buffer_tiles: int,
-                     seed: int | tuple[int, ...] | None = None,
-                     drop_last: bool = True) -> Iterator[Batch]:
-    """Batches drawn at random from a buffer of ``buffer_tiles`` tiles fed by ``blocks`` in order."""
-    buffer = ShuffleBuffer(max(buffer_tiles, batch_size), seed)
+def shuffled_batches(blocks: Iterable[Batch], batch_size: int, buffer: ShuffleBuffer | int,
+                     seed: int | tuple[int, ...] | None = None, drop_last: bool = True) -> Iterator[Batch]:
+    """One pass over ``blocks`` as batches drawn at random from a shuffle buffer.
+
+    ``buffer`` is a capacity in tiles, or a drained ``ShuffleBuffer`` to reuse: its memory is
+    then allocated (and paged in) once per worker, not once per epoch.
+    """
+    if isinstance(buffer, int):
+        buffer = ShuffleBuffer(max(buffer, batch_size))
+    if len(buffer):
+        raise ValueError("the shuffle buffer still holds tiles of an earlier pass")
+    buffer.rng = np.random.default_rng(seed)
     for block in blocks:
         buffer.add(block)
         while len(buffer) >= buffer.capacity + batch_size:

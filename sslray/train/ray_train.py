@@ -22,7 +22,7 @@ import torch
 
 from sslray import storage, tracking
 from sslray.config import ConfigError, from_dict, to_dict
-from sslray.data.shuffle import shuffled_batches
+from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 from sslray.data.store import MANIFEST, TileStore
 from sslray.methods import Schedule, build_method
 from sslray.models.backbones import create_backbone
@@ -184,9 +184,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     reporter = _Reporter(cfg, plan, config, rank, step)
     shard = ray.train.get_dataset_shard("train")
     epoch = 0
+    buffer = ShuffleBuffer(max(plan["shuffle_buffer_tiles"], cfg.train.batch_size))
     while step < plan["total_steps"]:
-        batches = _epoch_batches(shard, cfg.train.batch_size, plan["shuffle_buffer_tiles"],
-                                 (cfg.train.seed, epoch, rank), device)
+        batches = _epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device)
         epoch += 1
         reporter.mark_wait_start()
         for images in batches:
@@ -201,14 +201,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             reporter.mark_wait_start()
 
 
-def _epoch_batches(shard, batch_size: int, buffer_tiles: int, seed: tuple[int, ...], device: torch.device):
+def _epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[int, ...], device: torch.device):
     """One pass over this worker's shard as image tensors, mixed through a shuffle buffer.
 
     Whole blocks come out of Ray Data (no re-batching in Arrow); ``shuffled_batches`` mixes
     tiles of many shards into each batch.
     """
-    blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-    for batch in shuffled_batches(({"image": b["image"]} for b in blocks), batch_size, buffer_tiles, seed):
+    blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=4)
+    buffer.clear()  # an epoch cut short by the step limit may leave tiles behind
+    for batch in shuffled_batches(({"image": b["image"]} for b in blocks), batch_size, buffer, seed):
         yield torch.from_numpy(batch["image"]).to(device, non_blocking=True)
 
 

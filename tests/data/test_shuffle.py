@@ -13,7 +13,7 @@ def _blocks(n_blocks=20, per_block=50):
 
 
 def test_every_tile_comes_out_exactly_once_with_its_own_pixels():
-    batches = list(shuffled_batches(_blocks(), batch_size=32, buffer_tiles=200, seed=0, drop_last=False))
+    batches = list(shuffled_batches(_blocks(), batch_size=32, buffer=200, seed=0, drop_last=False))
     ids = np.concatenate([b["tile_id"] for b in batches])
     assert sorted(ids.tolist()) == list(range(1000))
     for batch in batches:
@@ -22,7 +22,7 @@ def test_every_tile_comes_out_exactly_once_with_its_own_pixels():
 
 
 def test_batches_mix_many_shards_where_slicing_blocks_would_give_one():
-    batches = list(shuffled_batches(_blocks(), batch_size=32, buffer_tiles=400, seed=1))
+    batches = list(shuffled_batches(_blocks(), batch_size=32, buffer=400, seed=1))
     shards_per_batch = [len(np.unique(b["tile_id"] // 50)) for b in batches]
     assert np.median(shards_per_batch) >= 6  # a block-sliced batch would span 1-2 shards
     assert len(batches) == 1000 // 32  # drop_last
@@ -44,3 +44,14 @@ def test_blocks_larger_than_the_buffer_grow_it():
     buffer.add({"x": np.arange(10, 30)})
     taken = np.concatenate([buffer.take(7)["x"] for _ in range(5)])
     assert sorted(taken.tolist()) == list(range(30)) and len(buffer) == 0
+
+
+def test_a_buffer_is_reused_across_epochs_but_never_mixes_them():
+    buffer = ShuffleBuffer(200)
+    for epoch in range(2):
+        ids = np.concatenate([b["tile_id"] for b in shuffled_batches(_blocks(), 32, buffer, seed=epoch,
+                                                                     drop_last=False)])
+        assert sorted(ids.tolist()) == list(range(1000))
+    buffer.add({"tile_id": np.arange(3), "image": np.zeros((3, 1, 1, 4), np.int32)})
+    with pytest.raises(ValueError, match="earlier pass"):
+        next(shuffled_batches(_blocks(), 32, buffer))

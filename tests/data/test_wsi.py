@@ -53,3 +53,15 @@ def test_real_svs_at_1_mpp(test_data, tmp_path):
     # 2220 x 2967 px at 0.499 mpp; 224 px at 1.0 mpp = 449 level-0 px -> a 4 x 6 grid, background dropped
     assert 0 < len(store) <= 24 and (m["mpp"] == 1.0).all() and set(m["slide_id"]) == {"cmu1"}
     assert store.read(0, len(store)).mean() < 235  # tissue, not white glass
+
+
+def test_slide_without_tissue_is_named(tmp_path):
+    _slide(tmp_path / "src" / "good.tif")
+    blank = tmp_path / "src" / "blank.tif"
+    tifffile.imwrite(blank, np.full((1024, 1536, 3), 245, np.uint8), tile=(256, 256), photometric="rgb")
+    with pytest.raises(IngestError, match=r"blank.tif: no tile has at least 25% tissue"):
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+                                   mpp=1.0, mpp_override=0.5))
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+                                       mpp=1.0, mpp_override=0.5, on_error="skip"))
+    assert set(store.manifest["slide_id"]) == {"good"} and len(store) == 9
