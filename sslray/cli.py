@@ -94,9 +94,16 @@ def _ingest_parser(p):
     p.add_argument("--labels", help="CSV with columns path,label[,group][,split] (paths relative to SRC)")
     p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
                    help="stop at the first bad file (default) or skip it and list it in ingest_report.json")
-    p.add_argument("--layout", choices=["files", "channel-folders"], default="files",
+    p.add_argument("--layout", choices=["files", "channel-folders", "channel-files"], default="files",
                    help="files: one image file per field (default); channel-folders: one folder per field "
-                        "holding one single-channel file per marker")
+                        "holding one single-channel file per marker; channel-files: single-channel files side by "
+                        "side, grouped into fields by --channel-pattern (Cell Painting)")
+    p.add_argument("--channel-pattern",
+                   help="channel-files: regex on file names with a (?P<channel>...) group; other named groups "
+                        "(well, site, plate...) become manifest columns, e.g. "
+                        "'(?P<well>r\\d+c\\d+)f(?P<site>\\d+)p\\d+-ch(?P<channel>\\d+)'")
+    p.add_argument("--channel-names",
+                   help="rename channel keys: KEY=NAME,... (e.g. 1=DNA,2=ER) or a CSV file with columns key,name")
     p.add_argument("--format", choices=["auto", "image", "slide", "hdf5"], default="auto",
                    help="reader: auto (from the file name, default), image (PNG/JPEG/TIFF/OME-TIFF/QPTIFF/NPY), "
                         "slide (whole-slide pyramid via tiffslide), hdf5 (Images + Names)")
@@ -106,6 +113,8 @@ def _ingest_parser(p):
     p.add_argument("--magnification", type=float, help="whole slides: tile at this objective power instead (e.g. 20)")
     p.add_argument("--mpp-override", type=float, help="whole slides: level-0 mpp for slides without metadata")
     p.add_argument("--min-tissue", type=float, default=0.25, help="whole slides: minimum tissue fraction (0.25)")
+    p.add_argument("--foreground-channel", help="compute each tile's foreground fraction on this channel "
+                                                "(e.g. DAPI) instead of the channel mean")
     p.add_argument("--float-max", help="float images: value(s) mapped to full scale, one or comma-separated per channel")
     p.add_argument("--log1p", action="store_true", help="float images: apply log1p before scaling")
     p.add_argument("--clip-percentiles", help="LOW,HIGH (e.g. 0.5,99.5): map each channel's dataset percentiles "
@@ -122,6 +131,24 @@ def _ingest_parser(p):
                    help="replace an existing store (and discard what an interrupted ingest left to resume)")
 
 
+def _channel_names(value: str | None) -> dict[str, str] | None:
+    """``1=DNA,2=ER`` or a CSV file with columns ``key,name``."""
+    if not value:
+        return None
+    if "=" not in value:
+        import csv
+
+        with open(value, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or not {"key", "name"} <= set(rows[0]):
+            raise ValueError(f"--channel-names {value}: expected a CSV with columns key,name")
+        return {row["key"]: row["name"] for row in rows}
+    pairs = [item.split("=", 1) for item in value.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"--channel-names {value!r}: expected KEY=NAME,KEY=NAME or a CSV file")
+    return dict(pairs)
+
+
 def _cmd_ingest(args) -> int:
     from sslray.data.ingest import IngestConfig, ingest_folder
 
@@ -133,7 +160,9 @@ def _cmd_ingest(args) -> int:
                        clip_percentiles=[float(v) for v in args.clip_percentiles.split(",")]
                        if args.clip_percentiles else None,
                        magnification_groups=args.magnification_groups, compression=args.compression,
-                       format=args.format,
+                       format=args.format, channel_pattern=args.channel_pattern,
+                       channel_names=_channel_names(args.channel_names),
+                       foreground_channel=args.foreground_channel,
                        channels=args.channels.split(",") if args.channels else None)
     store = ingest_folder(cfg)
     print(f"wrote {len(store)} tiles ({', '.join(store.info.channels)}; {store.info.dtype}) to {store.url}")

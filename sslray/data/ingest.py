@@ -1,9 +1,11 @@
 """Ingest a folder of images into a tile store.
 
-Two layouts: ``files`` (each image file is one field; multi-channel files keep all their
-channels) and ``channel-folders`` (each folder holding image files is one field stored as one
-single-channel file per marker, as MIBI/IMC exports and Cell Painting sites are; channel
-names are the file names). Labels come from class sub-folders (``SRC/<label>/...``) or from a CSV with columns
+Three layouts: ``files`` (each image file is one field; multi-channel files keep all their
+channels), ``channel-folders`` (each folder holding image files is one field stored as one
+single-channel file per marker, as MIBI/IMC exports are; channel names are the file names)
+and ``channel-files`` (single-channel files side by side, grouped into fields by a regex
+with a ``channel`` group, as Cell Painting sites are; its other named groups, such as
+``well`` or ``site``, become manifest columns). Labels come from class sub-folders (``SRC/<label>/...``) or from a CSV with columns
 ``path,label[,group][,split]`` (paths relative to SRC; ``group`` is the patient/slide/field
 id used for grouped splits). Every problem with a source file is reported by file name; with
 ``on_error="skip"`` the bad files are listed in ``ingest_report.json`` inside the store and
@@ -44,6 +46,7 @@ from sslray.data.readers import (
     hdf5_channel_names,
     image_id_of,
     iter_hdf5_images,
+    read_channel_files,
     read_channel_folder,
     read_image,
 )
@@ -63,15 +66,18 @@ class IngestConfig:
     dest: str = ""
     tile_size: int = 224
     labels: str | None = None  # CSV path,label[,group][,split]; default: sub-folder names
-    layout: Literal["files", "channel-folders"] = "files"
+    layout: Literal["files", "channel-folders", "channel-files"] = "files"
+    channel_pattern: str | None = None  # channel-files: regex on file names with a (?P<channel>...) group
+    channel_names: dict[str, str] | None = None  # channel key (file name or pattern group) -> channel name
     format: Literal["auto", "image", "slide", "hdf5"] = "auto"  # the reader; auto: from the file name
     on_error: Literal["stop", "skip"] = "stop"
     overwrite: bool = False
-    channels: list[str] | None = None  # names (files), or the marker files to keep, in order (channel-folders)
+    channels: list[str] | None = None  # names (files), or the channel keys to keep, in order (channel layouts)
     mpp: float | None = None  # whole slides: target microns per pixel (also makes TIFFs count as slides)
     magnification: float | None = None  # whole slides: or a target objective power
     mpp_override: float | None = None  # whole slides: level-0 mpp for slides without metadata
     min_tissue: float = 0.25  # whole slides: keep tiles with at least this tissue fraction
+    foreground_channel: str | None = None  # tissue_fraction from this channel (e.g. DAPI); default: channel mean
     float_max: list[float] | None = None  # float images: value mapped to full scale, one or per channel
     log1p: bool = False  # float images: log1p before scaling (skewed ion counts, e.g. IMC)
     clip_percentiles: list[float] | None = None  # [low, high]: per-channel dataset percentiles mapped to 0 and max
@@ -86,6 +92,14 @@ class IngestConfig:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
         if self.float_max is not None and (not self.float_max or min(self.float_max) <= 0):
             raise ValueError(f"float_max must list positive values, got {self.float_max}")
+        if self.layout == "channel-files":
+            if not self.channel_pattern or "(?P<channel>" not in self.channel_pattern:
+                raise ValueError("layout channel-files needs channel_pattern, a regex with a (?P<channel>...) group "
+                                 r"(e.g. '-ch(?P<channel>\d+)' for JUMP names r01c01f01p01-ch1sk1fk1fl1.tiff)")
+            try:
+                re.compile(self.channel_pattern)
+            except re.error as err:
+                raise ValueError(f"channel_pattern {self.channel_pattern!r} is not a valid regex: {err}") from None
         if self.format not in ("auto", "image", "slide", "hdf5"):
             raise ValueError(f"format must be auto, image, slide or hdf5, got {self.format!r}")
         if self.compression not in COMPRESSION:
@@ -122,6 +136,7 @@ class SourceImage:
     group: str | None = None
     split: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more manifest columns (CSV columns, magnification)
+    channel_files: dict[str, Path] | None = None  # channel-files layout: channel key -> file
 
 
 @dataclass
@@ -288,18 +303,39 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
         raise IngestError(f"source folder {root} does not exist or is not a folder")
     if cfg.labels:
         sources = _sources_from_csv(root, Path(cfg.labels), cfg, report)
+    elif cfg.layout == "channel-files":
+        sources = list(channel_file_fields(root, cfg.channel_pattern).values())
     else:
         suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         if cfg.layout == "channel-folders":
             files = sorted({p.parent for p in files})  # every folder holding images is one field
-        sources = [
-            SourceImage(p, p.relative_to(root).as_posix(), label=p.parent.name if p.parent != root else None)
-            for p in files
-        ]
+        sources = [SourceImage(p, p.relative_to(root).as_posix(), label=_folder_label(p, root)) for p in files]
     if cfg.magnification_groups:
         sources = [s for s in sources if _add_magnification(s, cfg, report)]
     return sources
+
+
+def _folder_label(path: Path, root: Path) -> str | None:
+    return path.parent.name if path.parent != root else None
+
+
+def channel_file_fields(root: Path, pattern: str) -> dict[str, SourceImage]:
+    """Fields of single-channel files: files whose names match ``pattern`` and differ only in
+    the ``channel`` group form one field, named by the file name with the channel as ``*``."""
+    regex = re.compile(pattern)
+    fields: dict[str, SourceImage] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        match = regex.search(path.name)
+        if match is None or match["channel"] is None:
+            continue
+        start, end = match.span("channel")
+        rel = (path.parent / f"{path.name[:start]}*{path.name[end:]}").relative_to(root).as_posix()
+        groups = {k: v for k, v in match.groupdict().items() if k != "channel" and v is not None}
+        field = fields.setdefault(rel, SourceImage(path.parent, rel, _folder_label(path, root), extra=groups,
+                                                   channel_files={}))
+        field.channel_files[match["channel"]] = path
+    return fields
 
 
 def _add_magnification(source: SourceImage, cfg: IngestConfig, report: IngestReport) -> bool:
@@ -365,21 +401,29 @@ def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: Ing
             raise IngestError(f"labels file {csv_path}: column(s) {clash} are set by sslray; rename them")
         rows = list(reader)
     extra_columns = [c for c in columns if c not in {"path", "label", "group", "split"}]
+    fields = channel_file_fields(root, cfg.channel_pattern) if cfg.layout == "channel-files" else {}
     sources = []
     for line, row in enumerate(rows, start=2):
         path = root / row["path"]
-        if not (path.is_dir() if cfg.layout == "channel-folders" else path.is_file()):
-            _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist")
+        if cfg.layout == "channel-files":
+            exists = row["path"] in fields
+        else:
+            exists = path.is_dir() if cfg.layout == "channel-folders" else path.is_file()
+        if not exists:
+            hint = f" (fields are named like {next(iter(fields))})" if fields else ""
+            _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist{hint}")
             continue
-        extra = {c: row[c] or None for c in extra_columns}
+        found = fields.get(row["path"])
+        extra = {**(found.extra if found else {}), **{c: row[c] or None for c in extra_columns}}
         if extra.get("magnification") is not None:
             try:
                 extra["magnification"] = float(str(extra["magnification"]).rstrip("xX"))
             except ValueError:
                 raise IngestError(f"labels file {csv_path} line {line}: magnification "
                                   f"{row['magnification']!r} is not a number") from None
-        sources.append(SourceImage(path, row["path"], row["label"] or None, row.get("group") or None,
-                                   row.get("split") or None, extra))
+        sources.append(SourceImage(found.path if found else path, row["path"], row["label"] or None,
+                                   row.get("group") or None, row.get("split") or None, extra,
+                                   found.channel_files if found else None))
     return sources
 
 
@@ -406,8 +450,17 @@ def _source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
         yield from _hdf5_tiles(source, cfg, scaling)
         return
     image, names = _read_checked(source, cfg, scaling)
-    tiles, rows = tile_image(image, source, cfg.tile_size)
-    yield tiles, rows, names or _channel_names(cfg, image)
+    names = names or _channel_names(cfg, image)
+    tiles, rows = tile_image(image, source, cfg.tile_size, _foreground_index(cfg, names, source.path))
+    yield tiles, rows, names
+
+
+def _foreground_index(cfg: IngestConfig, names: list[str], path: Path) -> int | None:
+    if cfg.foreground_channel is None:
+        return None
+    if cfg.foreground_channel not in names:
+        raise IngestError(f"{path}: foreground_channel {cfg.foreground_channel!r} is not one of its channels {names}")
+    return names.index(cfg.foreground_channel)
 
 
 def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
@@ -418,10 +471,11 @@ def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Ite
         if min(image.shape[1:]) < cfg.tile_size:
             raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
         field = replace(source, rel=f"{source.rel}#{index}")
-        tiles, rows = tile_image(image, field, cfg.tile_size)
+        channels = names or _channel_names(cfg, image)
+        tiles, rows = tile_image(image, field, cfg.tile_size, _foreground_index(cfg, channels, source.path))
         for row in rows:
             row["source"] = source.rel
-        yield tiles, rows, names or _channel_names(cfg, image)
+        yield tiles, rows, channels
 
 
 def _labels(source: SourceImage) -> dict:
@@ -431,8 +485,12 @@ def _labels(source: SourceImage) -> dict:
 def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
     """(C, H, W) pixels of one field, and its channel names when the layout provides them."""
     if cfg.layout == "channel-folders":
-        return read_channel_folder(source.path, cfg.channels)
-    return read_image(source.path), None
+        image, keys = read_channel_folder(source.path, cfg.channels)
+    elif source.channel_files is not None:
+        image, keys = read_channel_files(source.channel_files, cfg.channels, f"{source.path}/{Path(source.rel).name}")
+    else:
+        return read_image(source.path), None
+    return image, [(cfg.channel_names or {}).get(k, k) for k in keys]
 
 
 def _read_checked(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> tuple[np.ndarray, list[str] | None]:
@@ -453,10 +511,17 @@ def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str, kept:
     report.skipped.append({"path": path, "reason": message})
 
 
-def tile_image(image: np.ndarray, source: SourceImage, tile_size: int) -> tuple[np.ndarray, list[dict]]:
-    """Cut non-overlapping tiles on a grid from the top-left; the ragged border is dropped."""
+def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foreground_channel: int | None = None
+               ) -> tuple[np.ndarray, list[dict]]:
+    """Cut non-overlapping tiles on a grid from the top-left; the ragged border is dropped.
+
+    ``tissue_fraction`` is the share of foreground pixels (Otsu over the whole image, on one
+    channel such as DAPI when given, else on the channel mean), so training can keep tiles
+    that contain cells.
+    """
     _, h, w = image.shape
-    foreground = foreground_mask(image)  # once per image: Otsu per tile would judge each tile alone
+    plane = image if foreground_channel is None else image[foreground_channel : foreground_channel + 1]
+    foreground = foreground_mask(plane)  # once per image: Otsu per tile would judge each tile alone
     tiles, rows = [], []
     image_id = image_id_of(source.rel)
     for y in range(0, h - tile_size + 1, tile_size):

@@ -8,6 +8,7 @@ unpickling). Every reader returns channels first, because fluorescence images ha
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +67,23 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """One field stored as one single-channel file per marker (MIBI/IMC exports, Cell Painting).
+    """One field stored as one single-channel file per marker (MIBI/IMC exports).
 
     Channel names are the file names without suffix, in sorted order, or ``channels`` (which
     also selects and orders them). Returns ((C, H, W), names).
     """
     folder = Path(folder)
     files = {p.name.split(".")[0]: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    names = list(channels) if channels else sorted(files)
+    return read_channel_files(files, channels, str(folder))
+
+
+def read_channel_files(files: dict[str, Path], channels: list[str] | None, field: str) -> tuple[np.ndarray, list[str]]:
+    """Stack single-channel files (channel key -> file) into (C, H, W), in ``channels`` order
+    or in natural key order (``ch2`` before ``ch10``). Returns (pixels, keys)."""
+    names = list(channels) if channels else sorted(files, key=natural_key)
     missing = [n for n in names if n not in files]
     if missing or not names:
-        raise ImageReadError(f"{folder}: channel file(s) {missing or 'any'} not found (has {sorted(files)})")
+        raise ImageReadError(f"{field}: channel file(s) {missing or 'any'} not found (has {sorted(files)})")
     planes = []
     for name in names:
         plane = read_image(files[name])
@@ -89,6 +96,11 @@ def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -
             )
         planes.append(plane)
     return np.concatenate(planes), names
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders embedded numbers by value: ch2 < ch10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 HDF5_SUFFIXES = {".h5", ".hdf5"}

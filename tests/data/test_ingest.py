@@ -8,7 +8,7 @@ import tifffile
 
 from sslray.data.foreground import foreground_mask, otsu_threshold
 from sslray.data.ingest import IngestConfig, IngestError, ingest_folder
-from sslray.data.readers import ImageReadError, read_image
+from sslray.data.readers import ImageReadError, natural_key, read_image
 from tests.conftest import write_png
 
 
@@ -146,7 +146,7 @@ def test_real_mibi_marker_folders(test_data, tmp_path):
     store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=256,
                                        layout="channel-folders"))
     fov = sorted(p for p in src.iterdir() if p.is_dir())[0]
-    assert store.info.channels == sorted(p.name.split(".")[0] for p in fov.glob("*.tif"))
+    assert store.info.channels == sorted((p.name.split(".")[0] for p in fov.glob("*.tif")), key=natural_key)
     assert store.info.n_channels == 41 and len(store) == 2 * 16
 
 
@@ -293,3 +293,76 @@ def test_format_forces_the_reader(tmp_path):
     assert forced.reader_for(src / "plain.tif") == "image" and len(ingest_folder(forced)) == 6
     with pytest.raises(ValueError, match="format must be"):
         IngestConfig(format="svs")
+
+
+JUMP = r"(?P<well>r\d+c\d+)f(?P<site>\d+)p\d+-ch(?P<channel>\d+)"
+
+
+def _cell_painting_plate(folder, wells=("r01c01", "r01c02"), sites=(1, 2), channels=5, size=64):
+    """JUMP-style names: one single-channel 16-bit file per channel, r01c01f01p01-ch1sk1fk1fl1.tiff."""
+    rng = np.random.default_rng(0)
+    planes = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for well in wells:
+        for site in sites:
+            for ch in range(1, channels + 1):
+                plane = rng.integers(0, 4000, (size, size), dtype=np.uint16)
+                plane[:8, :8] = 60000 if ch == 1 else 0  # nuclei only in the DNA channel
+                tifffile.imwrite(folder / f"{well}f{site:02d}p01-ch{ch}sk1fk1fl1.tiff", plane)
+                planes[(well, site, ch)] = plane
+    return planes
+
+
+def test_cell_painting_channel_files_become_fields_with_well_and_site(tmp_path):
+    planes = _cell_painting_plate(tmp_path / "src" / "plate1")
+    names = {"1": "DNA", "2": "ER", "3": "RNA", "4": "AGP", "5": "Mito"}
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                       layout="channel-files", channel_pattern=JUMP, channel_names=names,
+                                       foreground_channel="DNA"))
+    m = store.manifest
+    assert store.info.channels == ["DNA", "ER", "RNA", "AGP", "Mito"] and store.info.dtype == "uint16"
+    assert len(store) == 2 * 2 * 4 and m["image_id"].nunique() == 4
+    assert set(m["well"]) == {"r01c01", "r01c02"} and set(m["site"]) == {"01", "02"}
+    assert "plate1/r01c02f02p01-ch*sk1fk1fl1" in set(m["image_id"])
+    row = m[(m.well == "r01c02") & (m.site == "02") & (m.x == 32) & (m.y == 0)].index[0]
+    np.testing.assert_array_equal(store.read(row, row + 1)[0, 4], planes[("r01c02", 2, 5)][0:32, 32:64])
+    # the nuclei of the DNA channel, not the channel mean, decide the foreground
+    corner = m[(m.x == 0) & (m.y == 0)]["tissue_fraction"]
+    assert (corner > 0).all() and (m[(m.x == 32) & (m.y == 32)]["tissue_fraction"] == 0).all()
+
+
+def test_channel_files_need_a_pattern_and_missing_channels_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"channel-files needs channel_pattern.*\(\?P<channel>"):
+        IngestConfig(layout="channel-files")
+    _cell_painting_plate(tmp_path / "src", wells=("r01c01",), sites=(1,))
+    (tmp_path / "src" / "r01c01f01p01-ch3sk1fk1fl1.tiff").unlink()
+    with pytest.raises(IngestError, match=r"r01c01f01p01-ch\*sk1fk1fl1.tiff: channel file\(s\) \['3'\] not found"):
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                   layout="channel-files", channel_pattern=JUMP, channels=["1", "2", "3"]))
+    with pytest.raises(IngestError, match="foreground_channel 'DAPI' is not one of its channels"):
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s2"), tile_size=32,
+                                   layout="channel-files", channel_pattern=JUMP, foreground_channel="DAPI"))
+
+
+def test_cli_channel_names_from_pairs_or_csv(tmp_path):
+    from sslray.cli import _channel_names
+
+    assert _channel_names("1=DNA,2=ER") == {"1": "DNA", "2": "ER"}
+    (tmp_path / "names.csv").write_text("key,name\nch1,DAPI\n")
+    assert _channel_names(str(tmp_path / "names.csv")) == {"ch1": "DAPI"}
+    with pytest.raises(ValueError, match="KEY=NAME"):
+        _channel_names("1=DNA,2")
+
+
+def test_channel_files_take_labels_from_a_csv_keyed_by_field(tmp_path):
+    _cell_painting_plate(tmp_path / "src" / "plate1")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,perturbation\nplate1/r01c01f01p01-ch*sk1fk1fl1.tiff,ctrl,DMSO\n"
+                      "plate1/r01c02f01p01-ch*sk1fk1fl1.tiff,treated,cmpd7\nplate1/r09c09f01p01-ch*.tiff,x,y\n")
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                       layout="channel-files", channel_pattern=JUMP, labels=str(labels),
+                                       on_error="skip"))
+    m = store.manifest
+    assert m.groupby("well")["perturbation"].first().to_dict() == {"r01c01": "DMSO", "r01c02": "cmpd7"}
+    report = json.loads((tmp_path / "s" / "ingest_report.json").read_text())
+    assert "r09c09" in report["skipped"][0]["path"] and "fields are named like" in report["skipped"][0]["reason"]
