@@ -41,6 +41,30 @@ def test_selected_view_streams_only_its_tiles_and_channels(ray_session, tiny_sto
     assert batch["image"].shape[1] == 1
 
 
+def test_magnification_pairs_stream_as_two_tile_rows(ray_session, tmp_path):
+    from sslray.data.ingest import IngestConfig, ingest_folder
+    from sslray.data.pairs import PairPolicy
+    from tests.conftest import write_png
+
+    rng = np.random.default_rng(0)
+    for mag in (40, 100, 200):
+        for seq in (1, 2, 3):
+            write_png(tmp_path / "src" / "P1" / f"{mag}X" / f"P1-{mag}-{seq:03d}.png",
+                      rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+                                       magnification_groups=True))
+    batch = next(iter(store.to_ray_dataset(columns=["tile_id"], shuffle=True, pairs=PairPolicy("ordered"))
+                      .iter_batches(batch_size=100, batch_format="numpy")))
+    m = store.manifest
+    tiles = store.read(0, len(store))
+    assert batch["image"].shape == (6, 2, 3, 32, 32)  # 40->100 and 100->200 for 3 fields
+    for tile_id, pair in zip(batch["tile_id"], batch["image"], strict=True):
+        np.testing.assert_array_equal(pair[0], tiles[tile_id])
+        partner = int(np.flatnonzero((tiles == pair[1]).all(axis=(1, 2, 3)))[0])
+        assert m["field_id"][partner] == m["field_id"][tile_id]
+        assert m["magnification"][partner] == {40.0: 100.0, 100.0: 200.0}[m["magnification"][tile_id]]
+
+
 def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "run"

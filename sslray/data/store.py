@@ -169,11 +169,15 @@ class TileStore:
             return np.empty((0, self.info.n_channels, self.info.tile_size, self.info.tile_size), self.info.dtype)
         return tiles if self.channel_index is None else tiles[:, self.channel_index]
 
-    def to_ray_dataset(self, columns: list[str] | None = None, shuffle: bool = False):
-        """A Ray Dataset of this view: an ``image`` column (C, H, W) plus the chosen manifest columns."""
+    def to_ray_dataset(self, columns: list[str] | None = None, shuffle: bool = False, pairs=None):
+        """A Ray Dataset of this view: an ``image`` column (C, H, W) plus the chosen manifest columns.
+
+        With ``pairs`` (a ``sslray.data.pairs.PairPolicy``) each row is a magnification pair,
+        ``image`` (2, C, H, W), partners redrawn every epoch.
+        """
         from sslray.data.datasource import read_tile_store
 
-        return read_tile_store(self, columns=columns or [], shuffle=shuffle)
+        return read_tile_store(self, columns=columns or [], shuffle=shuffle, pairs=pairs)
 
 
 class TileStoreWriter:

@@ -66,7 +66,18 @@ def random_resized_crop(
 ) -> torch.Tensor:
     """Each sample gets its own random box (area fraction ``scale``, aspect ``ratio``)."""
     b, _, h, w = images.shape
-    dev = images.device
+    return crop_boxes(images, random_boxes(b, h, w, scale, ratio, generator), size)
+
+
+def random_boxes(
+    b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B, 4) boxes ``x0, y0, x1, y1`` in pixels of an (H, W) image, one per sample.
+
+    Methods that match locations across views (VICRegL) keep the boxes to map view pixels
+    back to image coordinates.
+    """
     area = torch.empty(b).uniform_(scale[0], scale[1], generator=generator) * h * w
     log_r = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     aspect = torch.exp(log_r)
@@ -74,8 +85,14 @@ def random_resized_crop(
     ch = torch.sqrt(area / aspect).clamp(1, h)
     x0 = torch.rand(b, generator=generator) * (w - cw)
     y0 = torch.rand(b, generator=generator) * (h - ch)
-    boxes = torch.stack([torch.arange(b, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], 1)
-    return roi_align(images, boxes.to(dev, images.dtype), output_size=size, aligned=True)
+    return torch.stack([x0, y0, x0 + cw, y0 + ch], 1)
+
+
+def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop box i of image i and resize it to ``size`` x ``size`` (bilinear, one batched op)."""
+    index = torch.arange(len(boxes), dtype=boxes.dtype).unsqueeze(1)
+    rois = torch.cat([index, boxes], 1).to(images.device, images.dtype)
+    return roi_align(images, rois, output_size=size, aligned=True)
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -61,12 +61,26 @@ class Embedder:
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         images = torch.from_numpy(np.ascontiguousarray(batch.pop("image"))).to(self.device)
-        x = normalize(resize(to_unit(images, self.meta["scale"]), self.meta["image_size"]), self.meta["mean"], self.meta["std"])
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            features = self.encoder(x).float()
-        if self.l2_normalize:
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return embeddings_table(batch, features.cpu().numpy(), self.checkpoint)
+        features = encode(self.encoder, images, self.meta, self.device)
+        if self.l2_normalize:  # per channel block for channel-agnostic encoders, so no channel dominates
+            features = torch.nn.functional.normalize(features.view(len(images), -1, self.meta["embed_dim"]), dim=-1)
+        return embeddings_table(batch, features.reshape(len(images), -1).cpu().numpy(), self.checkpoint)
+
+
+def encode(encoder: torch.nn.Module, images: torch.Tensor, meta: dict, device: torch.device) -> torch.Tensor:
+    """Raw tiles -> embeddings as the checkpoint prescribes: scale, resize, normalise, encode.
+
+    A channel-agnostic checkpoint (``per_channel``) encodes each channel as its own image and
+    concatenates the C vectors in channel order: (B, C * D).
+    """
+    x = resize(to_unit(images, meta["scale"]), meta["image_size"])
+    b, c = x.shape[:2]
+    if meta.get("per_channel"):
+        x = x.reshape(b * c, 1, *x.shape[2:])
+    x = normalize(x, meta["mean"], meta["std"])
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        features = encoder(x).float()
+    return features.reshape(b, -1)
 
 
 def embeddings_table(columns: dict[str, np.ndarray], features: np.ndarray, checkpoint: str) -> pa.Table:
@@ -106,7 +120,8 @@ def run_embed(cfg: EmbedConfig) -> str:
         if staging != cfg.out:
             storage.remove(staging)
         raise
-    info = {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": meta["embed_dim"],
+    dim = meta["embed_dim"] * (store.info.n_channels if meta.get("per_channel") else 1)
+    info = {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": dim,
             "l2_normalized": cfg.l2_normalize}
     storage.publish_output(staging, cfg.out, info)
     _track(cfg, meta, len(store), time.perf_counter() - started)
@@ -115,6 +130,8 @@ def run_embed(cfg: EmbedConfig) -> str:
 
 def _select(store, selection: Selection, meta: dict, checkpoint: str):
     """The tiles asked for, with the checkpoint's channels picked by name when the store has more."""
+    if meta.get("per_channel"):  # channel-agnostic: any channels, each embedded on its own
+        return store.select(selection)
     trained_on = meta.get("channels")
     if selection.channels is None and trained_on and set(trained_on) <= set(store.info.channels):
         selection = replace(selection, channels=list(trained_on))

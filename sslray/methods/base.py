@@ -27,6 +27,8 @@ from sslray.models.backbones import feature_dim
 class StepOutput:
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    # (N, D) embeddings of one view, as the encoder exports them, for the collapse monitor
+    features: torch.Tensor | None = None
 
 
 @dataclass
@@ -47,6 +49,11 @@ class SSLMethod(nn.Module):
 
     Config: ClassVar[type]
     name: ClassVar[str]
+    # True: the encoder takes one channel (in_chans=1) and a C-channel image is embedded
+    # channel by channel, the C vectors concatenated in channel order (uniDINO).
+    channel_agnostic: ClassVar[bool] = False
+    # True: training rows are magnification pairs (B, 2, C, H, W), drawn by ``Config.policy``.
+    needs_pairs: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, cfg: Any, schedule: Schedule) -> None:
         super().__init__()

@@ -190,12 +190,14 @@ class DINO(SSLMethod):
 
     def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:
         with torch.no_grad():
-            teacher_out = [self.teacher_head(self.teacher_backbone(v)) for v in views[:2]]
+            teacher_features = [self.teacher_backbone(v) for v in views[:2]]
+            teacher_out = [self.teacher_head(f) for f in teacher_features]
         student_out = self._student(views)
         temp = teacher_temperature(step, self.warmup_temp_steps, self.cfg.warmup_teacher_temp, self.cfg.teacher_temp)
         loss = dino_loss(student_out, teacher_out, self.center, self.cfg.student_temp, temp)
         self.center.copy_(update_center(self.center, teacher_out, self.cfg.center_momentum))
-        return StepOutput(loss, {"teacher_temp": temp})
+        # the teacher backbone is the exported encoder: its features are what the monitor must watch
+        return StepOutput(loss, {"teacher_temp": temp}, features=teacher_features[0])
 
     def _student(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """Backbone on same-size crops as one batch each; the head once on all features.
@@ -228,3 +230,26 @@ class DINO(SSLMethod):
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.backbone, self.head]
+
+
+@register_method("channel_agnostic_dino")
+class ChannelAgnosticDINO(DINO):
+    """DINO on single channels: one encoder for any marker panel (uniDINO).
+
+    Each training image contributes one randomly chosen channel, so the encoder (in_chans=1)
+    learns features that do not depend on which marker a channel shows or how many there
+    are. An image with C channels is embedded channel by channel and the C vectors are
+    concatenated in channel order (``sslray embed`` does this from the checkpoint).
+    """
+
+    summary = "DINO on random single channels; C-channel images embed as C concatenated vectors (uniDINO)"
+    channel_agnostic = True
+
+    def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return multi_crop(random_channel(images), self.cfg.views, self.cfg.augment)
+
+
+def random_channel(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, H, W): one channel per image, drawn uniformly."""
+    picks = torch.randint(images.shape[1], (images.shape[0],), generator=generator).to(images.device)
+    return images[torch.arange(images.shape[0], device=images.device), picks].unsqueeze(1)

@@ -14,6 +14,7 @@ from torch import nn
 
 from sslray.data.transforms import normalize, to_unit
 from sslray.methods.base import SSLMethod
+from sslray.methods.monitor import collapse_metrics
 from sslray.train.config import OptimConfig
 
 
@@ -60,6 +61,7 @@ class SSLStep:
         steps_per_epoch: int,
         global_batch: int,
         stats: dict,
+        monitor_every: int = 10,
     ) -> None:
         self.model = model
         self.method = method
@@ -72,6 +74,8 @@ class SSLStep:
         self.scale = float(stats["scale"])
         self.mean = list(stats["mean"])
         self.std = list(stats["std"])
+        self.monitor_every = max(monitor_every, 1)
+        self.collapse: dict[str, float] = {}  # last collapse-monitor reading, repeated until the next
 
     def prepare(self, raw: torch.Tensor) -> list[torch.Tensor]:
         """Raw integer tiles -> normalised views, on the tiles' device."""
@@ -96,7 +100,9 @@ class SSLStep:
         self.method.before_optimizer_step(step)
         self.optimizer.step()
         self.method.after_optimizer_step(step)
-        return StepResult(float(out.loss.detach()), lr, wd, dict(out.metrics))
+        if out.features is not None and step % self.monitor_every == 0:
+            self.collapse = collapse_metrics(out.features)
+        return StepResult(float(out.loss.detach()), lr, wd, {**out.metrics, **self.collapse})
 
     def state_dict(self) -> dict:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict()}

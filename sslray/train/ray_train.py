@@ -22,9 +22,11 @@ import torch
 
 from sslray import storage, tracking
 from sslray.config import ConfigError, from_dict, to_dict
+from sslray.data.pairs import make_pairs
 from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 from sslray.data.store import MANIFEST, TileStore
-from sslray.methods import Schedule, build_method
+from sslray.methods import METHODS, Schedule, build_method
+from sslray.methods.monitor import collapse_warning
 from sslray.models.backbones import create_backbone
 from sslray.runtime import ensure_ray
 from sslray.train.checkpoint import load_train_state, save_encoder, save_train_state
@@ -70,7 +72,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
-        datasets={"train": store.to_ray_dataset(shuffle=True)},
+        datasets={"train": store.to_ray_dataset(shuffle=True, pairs=training_pairs(cfg))},
     )
     try:
         result = trainer.fit()
@@ -90,28 +92,49 @@ def _plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
     """Step counts and the data facts every worker needs (computed once, on the driver)."""
     workers = max(cfg.train.num_workers, 1)
     global_batch = cfg.train.batch_size * workers
-    if len(store) < global_batch:
+    pairs = training_pairs(cfg)
+    samples = len(make_pairs(store.store_manifest, pairs, store.rows)) if pairs else len(store)
+    if samples < global_batch:
         raise ConfigError(
-            f"train.batch_size: the store {store.url} has {len(store)} tiles, fewer than one global batch "
+            f"train.batch_size: the store {store.url} gives {samples} training samples, fewer than one global batch "
             f"({cfg.train.batch_size} x {workers} workers)"
         )
-    steps_per_epoch = len(store) // global_batch
+    steps_per_epoch = samples // global_batch
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
     tile_bytes = store.info.n_channels * store.info.tile_size**2 * np.dtype(store.info.dtype).itemsize
     buffer_tiles = max(2 * cfg.train.batch_size, cfg.train.shuffle_buffer_mb * 2**20 // tile_bytes)
     return {"total_steps": total, "steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
-            "shuffle_buffer_tiles": int(buffer_tiles), **data_facts(store)}
+            "shuffle_buffer_tiles": int(buffer_tiles),
+            **data_facts(store, METHODS.get(cfg.method_name).channel_agnostic)}
 
 
-def data_facts(store: TileStore) -> dict[str, Any]:
-    """What a checkpoint must remember of the data: channels, intensity scaling, lineage."""
+def data_facts(store: TileStore, channel_agnostic: bool = False) -> dict[str, Any]:
+    """What a checkpoint must remember of the data: channels, intensity scaling, lineage.
+
+    A channel-agnostic encoder sees one channel at a time, so it gets one mean/std pooled
+    over all channels and ``in_chans`` 1, and embeds a C-channel image channel by channel.
+    """
     info = store.info
+    mean, std = (pooled_stats(info.mean, info.std) if channel_agnostic else (info.mean, info.std))
     return {
-        "stats": {"scale": info.scale, "mean": info.mean, "std": info.std, "channels": info.channels},
-        "in_chans": info.n_channels,
+        "stats": {"scale": info.scale, "mean": mean, "std": std, "channels": info.channels},
+        "in_chans": 1 if channel_agnostic else info.n_channels,
+        "per_channel": channel_agnostic,
         "lineage": {"store": tracking.redact(store.url), "manifest_sha256": manifest_hash(store.url),
                     "selection": to_dict(store.selection)},
     }
+
+
+def training_pairs(cfg: PretrainConfig):
+    """The magnification-pair policy when the method trains on pairs (MPCS), else None."""
+    return cfg.method_cfg.policy if METHODS.get(cfg.method_name).needs_pairs else None
+
+
+def pooled_stats(means: list[float], stds: list[float]) -> tuple[list[float], list[float]]:
+    """Mean and std of all channels' pixels taken together (equal pixel counts per channel)."""
+    mean = sum(means) / len(means)
+    variance = sum(s**2 + (m - mean) ** 2 for m, s in zip(means, stds, strict=True)) / len(means)
+    return [mean], [variance**0.5]
 
 
 def manifest_hash(url: str) -> str:
@@ -177,7 +200,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     model = ray.train.torch.prepare_model(method)
     step_fn = SSLStep(
-        model, method, cfg.optim, plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"], plan["stats"]
+        model, method, cfg.optim, plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"], plan["stats"],
+        monitor_every=cfg.train.log_every,
     )
     step = _resume(step_fn)
     meta = checkpoint_meta(cfg, plan, method.embed_dim)
@@ -231,6 +255,7 @@ def checkpoint_meta(cfg: PretrainConfig, plan: dict, embed_dim: int) -> dict[str
         "method": cfg.method_name,
         "model": to_dict(cfg.model) | {"weights": None},
         "in_chans": plan["in_chans"],
+        "per_channel": plan.get("per_channel", False),  # embed a C-channel image as C concatenated vectors
         "image_size": cfg.input_size,
         "embed_dim": embed_dim,
         "channels": stats["channels"],
@@ -303,6 +328,8 @@ class _Reporter:
             self._print_progress(step, metrics)
             if wait_fraction > 0.1 and step > self.start_step + self.cfg.train.log_every:  # not start-up
                 log.warning("waiting for data %.0f%% of the time: the input pipeline is the bottleneck", 100 * wait_fraction)
+            if "feature_std" in metrics and (warning := collapse_warning(metrics)):
+                log.warning("step %d: %s", step, warning)
         self.window_wait = self.window_total = 0.0
         self.window_images = 0
         return metrics
