@@ -26,6 +26,7 @@ from sslray.data.ingest import IngestConfig, ingest_folder
 from sslray.data.store import TileStore
 from sslray.evaluate.run import EvaluateConfig, run_evaluate
 from sslray.infer.embed import EmbedConfig, run_embed
+from sslray.methods import METHODS
 from sslray.train.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,28 +63,49 @@ def quickstart_recipe(tile_size: int, method: str, steps: int, batch_size: int =
             "name": "vit_tiny_patch16_224",
             "kwargs": {"patch_size": patch, "embed_dim": 96, "depth": 4, "num_heads": 3},
         },
-        "method": {
-            "name": method,
-            "out_dim": 256,
-            "hidden_dim": 512,
-            "bottleneck_dim": 128,
-            "use_bn": True,
-            "warmup_teacher_temp": 0.02,
-            "teacher_temp": 0.02,
-            "warmup_teacher_temp_epochs": 0,
-            "teacher_momentum": 0.99,
-            "freeze_last_layer_epochs": 1,
-            "views": {"global_size": global_size, "local_size": global_size // 2, "n_local": 2,
-                      "global_scale": [0.35, 1.0], "local_scale": [0.1, 0.35]},
-            # Mild intensity augmentation: on a few hundred CPU steps, strong gamma/shift
-            # jitter kept a 4-block ViT from learning anything (measured on the synthetic set).
-            "augment": {"gain": [0.8, 1.2], "gamma": [1.0, 1.0], "shift": 0.0,
-                        "blur_prob": 0.3, "blur_sigma": [0.1, 1.5], "noise_std": 0.02},
-        },
+        "method": quickstart_method(method, global_size),
         "optim": {"lr": 1e-3, "scale_lr_with_batch": False, "warmup_epochs": warmup_epochs,
                   "weight_decay": 0.04, "weight_decay_end": 0.04},
         "train": {"steps": steps, "batch_size": batch_size, "num_workers": 1, "cpus_per_worker": 1.0, "torch_threads": 2,
                   "log_every": 25},
+    }
+
+
+# Mild intensity augmentation: on a few hundred CPU steps, strong gamma/shift jitter kept a
+# 4-block ViT from learning anything (measured on the synthetic set).
+MILD_AUGMENT = {"gain": [0.8, 1.2], "gamma": [1.0, 1.0], "shift": 0.0, "blur_prob": 0.3, "blur_sigma": [0.1, 1.5],
+                "noise_std": 0.02}
+
+
+def quickstart_method(method: str, global_size: int) -> dict[str, Any]:
+    """The ``method`` block of the quickstart recipe: each method sized for a few CPU minutes."""
+    if method in ("dino", "channel_agnostic_dino"):
+        return {"name": method, **_dino_block(global_size)}
+    if method == "ibot":  # DINO's block plus masked-patch distillation; slower centres keep it from collapsing
+        return {"name": method, **_dino_block(global_size), "patch_out_dim": 256, "center_momentum": 0.99,
+                "patch_center_momentum": 0.99, "teacher_momentum": 0.996, "warmup_teacher_patch_temp": 0.04,
+                "teacher_patch_temp": 0.04}
+    if method in ("simclr", "mpcs"):
+        return {"name": method, "view_size": global_size, "scale": [0.35, 1.0], "proj_hidden_dim": 512,
+                "proj_dim": 128, "temperature": 0.2, "augment": MILD_AUGMENT}
+    raise ValueError(f"quickstart has no CPU recipe for method {method!r} yet; use sslray pretrain with "
+                     f"configs/methods/{method}.yaml")
+
+
+def _dino_block(global_size: int) -> dict[str, Any]:
+    return {
+        "out_dim": 256,
+        "hidden_dim": 512,
+        "bottleneck_dim": 128,
+        "use_bn": True,
+        "warmup_teacher_temp": 0.02,
+        "teacher_temp": 0.02,
+        "warmup_teacher_temp_epochs": 0,
+        "teacher_momentum": 0.99,
+        "freeze_last_layer_epochs": 1,
+        "views": {"global_size": global_size, "local_size": global_size // 2, "n_local": 2,
+                  "global_scale": [0.35, 1.0], "local_scale": [0.1, 0.35]},
+        "augment": MILD_AUGMENT,
     }
 
 
@@ -138,15 +160,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
 
 def _ingest(cfg: QuickstartConfig, out: Path) -> TileStore:
-    store_url = str(out / "store")
+    pairs = METHODS.get(cfg.method).needs_pairs  # MPCS: the synthetic set at two magnifications
+    store_url = str(out / ("store-magnifications" if pairs and cfg.data is None else "store"))
     if storage.is_complete(store_url):
         print(f"[sslray] reusing the tile store {store_url}", flush=True)
         return TileStore.open(store_url)
     if cfg.data is None:
-        from sslray.data.synthetic import CHANNELS, write_dataset
+        from sslray.data.synthetic import CHANNELS, SyntheticSpec, write_dataset
 
-        data_dir = out / "data"
-        labels = write_dataset(data_dir)
+        data_dir = out / ("data-magnifications" if pairs else "data")
+        labels = write_dataset(data_dir, SyntheticSpec(magnifications=(10, 20) if pairs else None))
         print(f"[sslray] wrote the synthetic cell image set to {data_dir}", flush=True)
         ingest = IngestConfig(src=str(data_dir), dest=store_url, labels=str(labels),
                               tile_size=cfg.tile_size or SYNTHETIC_TILE, channels=list(CHANNELS))
@@ -175,6 +198,7 @@ def save_random_init(cfg: PretrainConfig, store: TileStore, url: str) -> None:
     from sslray.train.ray_train import checkpoint_meta, data_facts
 
     torch.manual_seed(cfg.train.seed)
-    encoder = create_backbone(cfg.model, store.info.n_channels)
-    meta = checkpoint_meta(cfg, data_facts(store), int(encoder.num_features))
+    facts = data_facts(store, METHODS.get(cfg.method_name).channel_agnostic)
+    encoder = create_backbone(cfg.model, facts["in_chans"])
+    meta = checkpoint_meta(cfg, facts, int(encoder.num_features))
     save_encoder(url, encoder, meta | {"method": "random_init"})

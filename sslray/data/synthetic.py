@@ -34,6 +34,9 @@ class SyntheticSpec:
     images_per_class: int = 48
     size: int = 128
     seed: int = 0
+    # Also write each field at half the magnification (2x downsampled), BreakHis-style, with
+    # magnification and field_id columns in labels.csv (for MPCS): e.g. (10, 20).
+    magnifications: tuple[int, int] | None = None
 
 
 def render_field(label: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
@@ -139,12 +142,26 @@ def write_dataset(dest: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Pa
         (dest / label).mkdir(parents=True, exist_ok=True)
         for i in range(spec.images_per_class):
             rng = np.random.default_rng([spec.seed, class_index, i])
-            image = render_field(label, rng, spec.size)
-            rel = f"{label}/{label}_{i:03d}.tif"
-            tifffile.imwrite(dest / rel, image, photometric="minisblack", metadata={"axes": "CYX"})
-            rows.append({"path": rel, "label": label, "group": f"{label}_{i:03d}"})
+            field = f"{label}_{i:03d}"
+            for rel, image, extra in _versions(render_field(label, rng, spec.size), label, field, spec):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(dest / rel, image, photometric="minisblack", metadata={"axes": "CYX"})
+                rows.append({"path": rel, "label": label, "group": field, **extra})
     with open(dest / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group"])
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return dest / "labels.csv"
+
+
+def _versions(image: np.ndarray, label: str, field: str, spec: SyntheticSpec):
+    """The field as written: once, or at a low and a high magnification (2x apart)."""
+    if spec.magnifications is None:
+        yield f"{label}/{field}.tif", image, {}
+        return
+    low, high = spec.magnifications
+    c, h, w = image.shape
+    half = image.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4)).round().astype(image.dtype)
+    for magnification, version in ((low, half), (high, image)):
+        yield (f"{label}/{magnification}X/{field}_{magnification}x.tif", version,
+               {"magnification": magnification, "field_id": field})

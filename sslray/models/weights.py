@@ -9,11 +9,14 @@ patch size) is obvious once named.
 from __future__ import annotations
 
 import io
+import logging
 
 import torch
 from torch import nn
 
 from sslray.storage import read_bytes
+
+log = logging.getLogger(__name__)
 
 
 class WeightsError(ValueError):
@@ -40,8 +43,17 @@ def read_state_dict(url: str) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_weights(model: nn.Module, url: str) -> None:
-    state = _strip_prefixes(read_state_dict(url), model.state_dict().keys())
+    """Load a timm, torchvision-ResNet, DINO/iBOT-teacher or Hugging Face ViT (Phikon) state dict.
+
+    Wrapper prefixes are stripped, Hugging Face ViT names are mapped to timm's, and RGB
+    weights are adapted to the model's channel count by the rule of ``adapt_first_conv``.
+    """
     expected = model.state_dict()
+    state = read_state_dict(url)
+    if any(k.startswith(("embeddings.patch_embeddings", "vit.embeddings")) for k in state):
+        state = hf_vit_to_timm(state)
+    state = _strip_prefixes(state, expected.keys())
+    state = adapt_first_conv(state, expected, url)
     wrong_shape = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in state.items()
@@ -61,3 +73,65 @@ def _strip_prefixes(state: dict[str, torch.Tensor], wanted) -> dict[str, torch.T
         if not any(k in wanted for k in state) and any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
     return state
+
+
+FIRST_CONVS = ("patch_embed.proj.weight", "conv1.weight", "stem.conv.weight", "stem.conv1.weight")
+
+
+def adapt_first_conv(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], url: str
+                     ) -> dict[str, torch.Tensor]:
+    """RGB weights for a C-channel model, by timm's rule (``adapt_input_conv``).
+
+    C = 1: the three RGB filters are summed (a grey image gives the same response as the
+    RGB image with that grey in every channel). C > 3: the RGB filters are repeated
+    cyclically (R, G, B, R, ...) and scaled by 3 / C, so the first layer's output keeps its
+    scale. The channels' meaning is not transferred: fine-tune or pretrain afterwards.
+    """
+    from timm.models._manipulate import adapt_input_conv
+
+    for key in FIRST_CONVS:
+        if key in state and key in expected and state[key].shape != expected[key].shape:
+            theirs, ours = state[key].shape, expected[key].shape
+            if theirs[1] == 3 and theirs[0] == ours[0] and theirs[2:] == ours[2:]:
+                log.warning("%s: adapting %s from 3 to %d input channels (sum for 1, repeat and scale by 3/C "
+                            "otherwise)", url, key, ours[1])
+                state = {**state, key: adapt_input_conv(ours[1], state[key]).to(state[key].dtype)}
+    return state
+
+
+def hf_vit_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ``ViTModel`` names (e.g. Phikon, owkin/phikon) -> timm ``VisionTransformer`` names.
+
+    Query, key and value projections are concatenated into timm's fused ``qkv``; the pooler
+    (not part of the backbone) is dropped.
+    """
+    state = {k.removeprefix("vit."): v for k, v in state.items() if not k.startswith(("pooler.", "vit.pooler."))}
+    out = {
+        "cls_token": state.pop("embeddings.cls_token"),
+        "pos_embed": state.pop("embeddings.position_embeddings"),
+        "patch_embed.proj.weight": state.pop("embeddings.patch_embeddings.projection.weight"),
+        "patch_embed.proj.bias": state.pop("embeddings.patch_embeddings.projection.bias"),
+    }
+    for part in ("weight", "bias"):
+        if f"layernorm.{part}" in state:
+            out[f"norm.{part}"] = state.pop(f"layernorm.{part}")
+    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layer.")})
+    for i in blocks:
+        hf, timm_ = f"encoder.layer.{i}.", f"blocks.{i}."
+        for part in ("weight", "bias"):
+            qkv = [state.pop(f"{hf}attention.attention.{n}.{part}") for n in ("query", "key", "value")]
+            out[f"{timm_}attn.qkv.{part}"] = torch.cat(qkv)
+            for ours, theirs in _HF_BLOCK_NAMES.items():
+                out[f"{timm_}{ours}.{part}"] = state.pop(f"{hf}{theirs}.{part}")
+    if state:
+        raise WeightsError(f"Hugging Face ViT weights have keys sslray cannot map: {sorted(state)[:5]}")
+    return out
+
+
+_HF_BLOCK_NAMES = {
+    "norm1": "layernorm_before",
+    "attn.proj": "attention.output.dense",
+    "norm2": "layernorm_after",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}

@@ -24,6 +24,8 @@ MILD = {"gamma": [1.0, 1.0], "shift": 0.0}
 TINY = {
     "dino": (TINY_VIT, DINO_HEAD, (8, 2, 40, 40)),
     "channel_agnostic_dino": (TINY_VIT, DINO_HEAD, (8, 3, 40, 40)),
+    "ibot": (TINY_VIT, {**DINO_HEAD, "patch_out_dim": 64, "mask_prob": 1.0, "teacher_momentum": 0.996,
+                        "center_momentum": 0.99, "patch_center_momentum": 0.99}, (8, 2, 40, 40)),
     "simclr": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD}, (8, 2, 40, 40)),
     "mpcs": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD},
              (8, 2, 2, 40, 40)),

@@ -35,8 +35,8 @@ def test_state_dict_round_trip_with_wrapper_prefixes(tmp_path):
 
 def test_wrong_shapes_give_a_clear_error(tmp_path):
     path = tmp_path / "w.pth"
-    torch.save(create_backbone(TINY, 3).state_dict(), path)
-    with pytest.raises(WeightsError, match=r"w.pth.*patch_embed.proj.weight: file \(32, 3, 8, 8\) vs model \(32, 5, 8, 8\)"):
+    torch.save(create_backbone(TINY, 2).state_dict(), path)  # 2 channels: no rule adapts them to 5
+    with pytest.raises(WeightsError, match=r"w.pth.*patch_embed.proj.weight: file \(32, 2, 8, 8\) vs model \(32, 5, 8, 8\)"):
         load_backbone_weights(create_backbone(TINY, 5), str(path))
 
 
@@ -57,3 +57,71 @@ def test_checkpoint_rebuilds_the_encoder_alone(tmp_path):
     assert torch.allclose(encoder(x), rebuilt(x)) and loaded_meta["mean"] == [0.1, 0.2]
     with pytest.raises(FileNotFoundError, match="not an sslray checkpoint"):
         load_encoder(str(tmp_path))
+
+
+def test_torchvision_resnet_weights_load_into_timm_resnet(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = create_backbone(BackboneConfig("resnet18", {}, str(tmp_path / "resnet18.pth")), 3).eval()
+    reference.fc = torch.nn.Identity()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def _to_hf_vit(state):
+    """The inverse of sslray's mapping: timm ViT names -> Hugging Face ViTModel names (Phikon's layout)."""
+    hf = {"embeddings.cls_token": state["cls_token"], "embeddings.position_embeddings": state["pos_embed"],
+          "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+          "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+          "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"],
+          "pooler.dense.weight": torch.zeros(1)}
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+    names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    for i in blocks:
+        for part in ("weight", "bias"):
+            q, k, v = state[f"blocks.{i}.attn.qkv.{part}"].chunk(3)
+            for name, t in (("query", q), ("key", k), ("value", v)):
+                hf[f"encoder.layer.{i}.attention.attention.{name}.{part}"] = t
+            for ours, theirs in names.items():
+                hf[f"encoder.layer.{i}.{theirs}.{part}"] = state[f"blocks.{i}.{ours}.{part}"]
+    return hf
+
+
+def test_hugging_face_vit_weights_such_as_phikon_map_onto_timm(tmp_path):
+    torch.manual_seed(0)
+    source = create_backbone(TINY, 3).eval()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in _to_hf_vit(source.state_dict()).items()}, tmp_path / "model.safetensors")
+    target = create_backbone(BackboneConfig(TINY.name, TINY.kwargs, str(tmp_path / "model.safetensors")), 3).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), source(x))
+
+
+@pytest.mark.parametrize("in_chans", [1, 5])
+def test_rgb_weights_adapt_to_other_channel_counts_by_the_documented_rule(tmp_path, in_chans):
+    torch.manual_seed(0)
+    rgb = create_backbone(TINY, 3)
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
+    model = create_backbone(BackboneConfig(TINY.name, TINY.kwargs, str(tmp_path / "rgb.pth")), in_chans)
+    theirs, ours = rgb.patch_embed.proj.weight, model.patch_embed.proj.weight
+    if in_chans == 1:  # summed: a grey image answers like the RGB image with that grey in every channel
+        torch.testing.assert_close(ours, theirs.sum(1, keepdim=True))
+        grey = torch.rand(2, 1, 32, 32)
+        torch.testing.assert_close(model.patch_embed.proj(grey), rgb.patch_embed.proj(grey.expand(-1, 3, -1, -1)))
+    else:  # repeated R, G, B, R, G and scaled by 3/5
+        torch.testing.assert_close(ours, theirs[:, [0, 1, 2, 0, 1]] * 3 / 5)
+
+
+def test_patch_size_mismatch_is_still_a_named_error(tmp_path):
+    torch.save(create_backbone(TINY, 3).state_dict(), tmp_path / "p8.pth")
+    other = BackboneConfig(TINY.name, {**TINY.kwargs, "patch_size": 4}, str(tmp_path / "p8.pth"))
+    with pytest.raises(WeightsError, match=r"p8.pth: weights do not fit.*patch_embed.proj.weight: file \(32, 3, 8, 8\) "
+                                           r"vs model \(32, 3, 4, 4\)"):
+        create_backbone(other, 3)
