@@ -162,8 +162,10 @@ def teacher_temperature(step: int, warmup_steps: int, start: float, end: float) 
 
 def multi_crop(images: torch.Tensor, views: MultiCropConfig, aug: AugmentConfig) -> list[torch.Tensor]:
     """2 global + ``n_local`` local augmented crops of a float batch in [0, 1]."""
-    crops = [random_resized_crop(images, views.global_size, views.global_scale) for _ in range(2)]
-    crops += [random_resized_crop(images, views.local_size, views.local_scale) for _ in range(views.n_local)]
+    fg = aug.min_foreground
+    crops = [random_resized_crop(images, views.global_size, views.global_scale, min_foreground=fg) for _ in range(2)]
+    crops += [random_resized_crop(images, views.local_size, views.local_scale, min_foreground=fg)
+              for _ in range(views.n_local)]
     return [augment(c, aug) for c in crops]
 
 

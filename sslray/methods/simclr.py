@@ -89,8 +89,11 @@ class SimCLR(SSLMethod):
         self.projector = projector(self.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim)
 
     def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return [augment(random_resized_crop(images, self.cfg.view_size, self.cfg.scale), self.cfg.augment)
-                for _ in range(2)]
+        return [augment(self._crop(images), self.cfg.augment) for _ in range(2)]
+
+    def _crop(self, images: torch.Tensor) -> torch.Tensor:
+        return random_resized_crop(images, self.cfg.view_size, self.cfg.scale,
+                                   min_foreground=self.cfg.augment.min_foreground)
 
     def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:
         features = self.backbone(torch.cat(views[:2]))  # one pass: BatchNorm sees both views
@@ -133,5 +136,4 @@ class MPCS(SimCLR):
         if images.ndim != 5 or images.shape[1] != 2:
             raise ValueError(f"mpcs trains on magnification pairs (B, 2, C, H, W), got {tuple(images.shape)}; "
                              "the store needs field_id and magnification columns")
-        return [augment(random_resized_crop(images[:, side], self.cfg.view_size, self.cfg.scale), self.cfg.augment)
-                for side in (0, 1)]
+        return [augment(self._crop(images[:, side]), self.cfg.augment) for side in (0, 1)]

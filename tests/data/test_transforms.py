@@ -56,3 +56,45 @@ def test_unit_scaling_and_normalisation():
 def test_invalid_augment_config_is_rejected():
     with pytest.raises(ValueError, match="augment.hflip"):
         AugmentConfig(hflip=2.0)
+
+
+def test_hed_round_trip_and_stain_jitter_moves_only_the_stains():
+    from sslray.data.transforms import hed_jitter, hed_to_rgb, rgb_to_hed
+
+    torch.manual_seed(0)
+    rgb = torch.rand(2, 3, 16, 16) * 0.8 + 0.1
+    torch.testing.assert_close(hed_to_rgb(rgb_to_hed(rgb)), rgb, atol=1e-5, rtol=1e-4)
+    assert torch.equal(hed_jitter(rgb, 0.0), rgb)
+    jittered = hed_jitter(rgb, 0.05, torch.Generator().manual_seed(1))
+    assert not torch.allclose(jittered, rgb) and (jittered - rgb).abs().mean() < 0.1
+    # a pure-haematoxylin image stays on the haematoxylin axis: its E and D stay ~0
+    hed = torch.zeros(1, 3, 4, 4)
+    hed[:, 0] = 0.5
+    out = rgb_to_hed(hed_jitter(hed_to_rgb(hed), 0.1, torch.Generator().manual_seed(2)))
+    assert out[:, 1:].abs().max() < 1e-4 and not torch.allclose(out[:, 0], hed[:, 0])
+
+
+def test_colour_jitter_is_rgb_only_and_saturation_zero_gives_grey():
+    from sslray.data.transforms import colour_jitter
+
+    with pytest.raises(ValueError, match="H&E"):
+        augment(torch.rand(2, 2, 8, 8), AugmentConfig(hed=0.05))
+    x = torch.rand(4, 3, 8, 8)
+    grey = colour_jitter(x, AugmentConfig(saturation=0.999999), torch.Generator().manual_seed(0))
+    assert grey.shape == x.shape
+    out = augment(x, AugmentConfig(hed=0.05, brightness=0.2, contrast=0.2, saturation=0.2, gamma=(1, 1), shift=0))
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_crops_of_a_sparse_field_contain_cells_when_asked():
+    from sslray.data.transforms import otsu_foreground
+
+    x = torch.zeros(16, 1, 128, 128)
+    x[:, :, 100:110, 10:20] = 1.0  # one small cell per field, 0.6% of the pixels
+    mask = otsu_foreground(x)
+    assert mask.sum() == 16 * 100 and mask[:, 100:110, 10:20].all()
+    g = torch.Generator().manual_seed(0)
+    plain = random_resized_crop(x, 32, (0.05, 0.1), generator=g)
+    with_cells = random_resized_crop(x, 32, (0.05, 0.1), generator=g, min_foreground=0.01)
+    has_cell = lambda crops: (crops.flatten(1).max(1).values > 0.5).float().mean()  # noqa: E731
+    assert has_cell(with_cells) > has_cell(plain) and has_cell(with_cells) >= 0.75
