@@ -261,8 +261,9 @@ def _cmd_store(args) -> int:
 def _cmd_methods(args) -> int:
     from sslray.methods import METHODS
 
+    width = max(map(len, METHODS.names()))
     for name in METHODS.names():
-        print(f"{name:<12} {METHODS.get(name).summary}")
+        print(f"{name:<{width}}  {METHODS.get(name).summary}  (docs/methods/{name}.md)")
     return 0
 
 

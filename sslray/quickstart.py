@@ -85,6 +85,9 @@ def quickstart_method(method: str, global_size: int) -> dict[str, Any]:
         return {"name": method, **_dino_block(global_size), "patch_out_dim": 256, "center_momentum": 0.99,
                 "patch_center_momentum": 0.99, "teacher_momentum": 0.996, "warmup_teacher_patch_temp": 0.04,
                 "teacher_patch_temp": 0.04}
+    if method == "mae":
+        return {"name": method, "view_size": global_size, "scale": [0.35, 1.0], "mask_ratio": 0.6, "decoder_dim": 96,
+                "decoder_depth": 2, "decoder_heads": 3, "augment": {"gamma": [1.0, 1.0], "shift": 0.0}}
     if method in ("simclr", "mpcs"):
         return {"name": method, "view_size": global_size, "scale": [0.35, 1.0], "proj_hidden_dim": 512,
                 "proj_dim": 128, "temperature": 0.2, "augment": MILD_AUGMENT}

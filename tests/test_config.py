@@ -104,3 +104,12 @@ def test_quickstart_yaml_is_the_quickstart_recipe():
     recipe = quickstart_recipe(64, "dino", quickstart_steps(768, batch), batch, 768)
     shipped = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
     assert from_dict(PretrainConfig, {**shipped, "store": "s"}) == from_dict(PretrainConfig, {**recipe, "store": "s"})
+
+
+def test_input_size_follows_the_methods_view_size():
+    from sslray.train.config import PretrainConfig
+
+    simclr = from_dict(PretrainConfig, {"store": "s", "model": {"name": "resnet18"},
+                                        "method": {"name": "simclr", "view_size": 96}})
+    dino = from_dict(PretrainConfig, {"store": "s", "method": {"name": "dino", "views": {"global_size": 160}}})
+    assert simclr.input_size == 96 and dino.input_size == 160

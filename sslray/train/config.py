@@ -87,6 +87,7 @@ class PretrainConfig:
 
     @property
     def input_size(self) -> int:
-        """The image size the encoder sees at embedding time: the method's global view size."""
+        """The image size the encoder sees at embedding time: the method's (global) view size."""
         views = getattr(self.method_cfg, "views", None)
-        return int(self.model.kwargs.get("img_size") or getattr(views, "global_size", 224))
+        view_size = getattr(views, "global_size", None) or getattr(self.method_cfg, "view_size", None)
+        return int(self.model.kwargs.get("img_size") or view_size or 224)

@@ -26,6 +26,7 @@ TINY = {
     "channel_agnostic_dino": (TINY_VIT, DINO_HEAD, (8, 3, 40, 40)),
     "ibot": (TINY_VIT, {**DINO_HEAD, "patch_out_dim": 64, "mask_prob": 1.0, "teacher_momentum": 0.996,
                         "center_momentum": 0.99, "patch_center_momentum": 0.99}, (8, 2, 40, 40)),
+    "mae": (TINY_VIT, {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "view_size": 32}, (8, 2, 40, 40)),
     "simclr": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD}, (8, 2, 40, 40)),
     "mpcs": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD},
              (8, 2, 2, 40, 40)),
@@ -70,3 +71,15 @@ def test_step_reports_collapse_metrics_and_a_usable_encoder(name):
     with torch.no_grad():
         features = encoder(torch.rand(2, channels, 32, 32))
     assert features.shape == (2, step.method.embed_dim)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_method_has_a_valid_config_and_a_doc_page(name):
+    from sslray.config import load_config
+    from sslray.train.config import PretrainConfig
+    from tests.conftest import ROOT
+
+    cfg = load_config(PretrainConfig, ROOT / "configs" / "methods" / f"{name}.yaml", ["store=s3://bucket/store"])
+    assert cfg.method_name == name
+    doc = (ROOT / "docs" / "methods" / f"{name}.md").read_text()
+    assert "What it is for" in doc and "efaults" in doc
