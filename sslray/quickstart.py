@@ -88,6 +88,9 @@ def quickstart_method(method: str, global_size: int) -> dict[str, Any]:
     if method == "mae":
         return {"name": method, "view_size": global_size, "scale": [0.35, 1.0], "mask_ratio": 0.6, "decoder_dim": 96,
                 "decoder_depth": 2, "decoder_heads": 3, "augment": {"gamma": [1.0, 1.0], "shift": 0.0}}
+    if method == "vicregl":
+        return {"name": method, "expander_dims": [512, 512], "local_dims": [128, 128],
+                "views": {"global_size": global_size, "global_scale": [0.35, 1.0]}, "augment": MILD_AUGMENT}
     if method in ("simclr", "mpcs"):
         return {"name": method, "view_size": global_size, "scale": [0.35, 1.0], "proj_hidden_dim": 512,
                 "proj_dim": 128, "temperature": 0.2, "augment": MILD_AUGMENT}

@@ -28,6 +28,9 @@ TINY = {
                         "center_momentum": 0.99, "patch_center_momentum": 0.99}, (8, 2, 40, 40)),
     "mae": (TINY_VIT, {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "view_size": 32}, (8, 2, 40, 40)),
     "simclr": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD}, (8, 2, 40, 40)),
+    "vicregl": (TINY_VIT, {"expander_dims": [64, 64], "local_dims": [32, 32],
+                           "views": {"global_size": 32, "local_size": 16, "global_scale": [0.9, 1.0]},
+                           "augment": {**MILD, "hflip": 0.0, "vflip": 0.0, "rot90": False}}, (8, 2, 40, 40)),
     "mpcs": (TINY_RESNET, {"view_size": 32, "proj_hidden_dim": 32, "proj_dim": 16, "augment": MILD},
              (8, 2, 2, 40, 40)),
 }
