@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from sslray import storage
-from sslray.config import apply_override, from_dict
+from sslray.config import apply_override, from_dict, to_dict
 from sslray.data.ingest import IngestConfig, ingest_folder
 from sslray.data.store import TileStore
 from sslray.evaluate.run import EvaluateConfig, run_evaluate
 from sslray.infer.embed import EmbedConfig, run_embed
+from sslray.aggregate import AGGREGATORS
 from sslray.methods import METHODS
 from sslray.train.config import PretrainConfig
 
@@ -146,12 +147,15 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
     print(f"[sslray] pretraining {cfg.method} for {pretrain.train.steps} steps on {len(store)} tiles", flush=True)
     result = run_pretrain(pretrain)
-    random_ckpt = str(out / "checkpoints" / "random_init")
-    save_random_init(pretrain, store, random_ckpt)
+    if cfg.method in AGGREGATORS:
+        tables = _spot_tables(cfg, out, store, result.checkpoint, pretrain)
+    else:
+        random_ckpt = str(out / "checkpoints" / "random_init")
+        save_random_init(pretrain, store, random_ckpt)
+        tables = {name: _embed(checkpoint, store, out / "embeddings" / name, pretrain)
+                  for name, checkpoint in (("ssl", result.checkpoint), ("random_init", random_ckpt))}
     scores = {}
-    for name, checkpoint in (("ssl", result.checkpoint), ("random_init", random_ckpt)):
-        table = run_embed(EmbedConfig(checkpoint=checkpoint, store=store.url, out=str(out / "embeddings" / name),
-                                      overwrite=True, run_dir=str(out), tracking=pretrain.tracking))
+    for name, table in tables.items():
         evaluated = run_evaluate(
             EvaluateConfig(embeddings=table, out=str(out), name=f"quickstart-probe-{name}",
                            tracking=pretrain.tracking),
@@ -165,8 +169,33 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     return summary
 
 
+def _embed(checkpoint: str, store: TileStore, out: Path, pretrain: PretrainConfig) -> str:
+    return run_embed(EmbedConfig(checkpoint=checkpoint, store=store.url, out=str(out), overwrite=True,
+                                 run_dir=str(out.parent.parent), tracking=pretrain.tracking))
+
+
+def _spot_tables(cfg: QuickstartConfig, out: Path, store: TileStore, checkpoint: str,
+                 pretrain: PretrainConfig) -> dict[str, str]:
+    """Second level: DINO tile embeddings -> a spot aggregator, against mean pooling of the same tiles.
+
+    The synthetic fields are the spots (2 x 2 tiles each), so the aggregator sees small grids.
+    """
+    from sslray.aggregate import AggregateConfig, run_aggregate
+    from sslray.aggregate.baseline import mean_pool_spots
+
+    tiles = _embed(checkpoint, store, out / "embeddings" / "ssl", pretrain)
+    spots = from_dict(AggregateConfig, {
+        "embeddings": tiles, "out": str(out / "spots" / "aggregator"), "overwrite": True, "run_dir": str(out),
+        "model": {"dim": 64, "depth": 2, "num_heads": 2}, "dino": {"out_dim": 256, "hidden_dim": 128,
+                                                                 "bottleneck_dim": 32},
+        "views": {"global_window": 2, "local_window": 1, "n_local": 2}, "steps": max(50, (cfg.steps or 300) // 2),
+        "batch_size": 32, "tracking": to_dict(pretrain.tracking)})
+    return {"aggregator": run_aggregate(spots),
+            "mean_pooling": mean_pool_spots(tiles, str(out / "spots" / "mean_pooling"), overwrite=True)}
+
+
 def _ingest(cfg: QuickstartConfig, out: Path) -> TileStore:
-    pairs = METHODS.get(cfg.method).needs_pairs  # MPCS: the synthetic set at two magnifications
+    pairs = cfg.method in METHODS and METHODS.get(cfg.method).needs_pairs  # MPCS: the set at two magnifications
     store_url = str(out / ("store-magnifications" if pairs and cfg.data is None else "store"))
     if storage.is_complete(store_url):
         print(f"[sslray] reusing the tile store {store_url}", flush=True)
@@ -188,7 +217,8 @@ def _ingest(cfg: QuickstartConfig, out: Path) -> TileStore:
 def _pretrain_config(cfg: QuickstartConfig, out: Path, store: TileStore) -> PretrainConfig:
     batch = quickstart_batch_size(len(store))
     steps = cfg.steps or quickstart_steps(len(store), batch, store.info.tile_size)
-    recipe = quickstart_recipe(store.info.tile_size, cfg.method, steps, batch, len(store))
+    tile_method = "dino" if cfg.method in AGGREGATORS else cfg.method  # aggregators read DINO tile embeddings
+    recipe = quickstart_recipe(store.info.tile_size, tile_method, steps, batch, len(store))
     recipe.update({"store": store.url, "out": str(out)})
     for item in cfg.overrides:
         apply_override(recipe, item)

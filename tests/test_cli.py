@@ -7,7 +7,7 @@ import pytest
 
 from sslray.cli import build_parser, main
 
-SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "quickstart", "methods", "store"]
+SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "aggregate", "quickstart", "methods", "store"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -20,11 +20,12 @@ def test_every_subcommand_has_help_with_examples(command, capsys):
 
 
 def test_methods_lists_one_line_per_method(capsys):
+    from sslray.aggregate import AGGREGATORS
     from sslray.methods import METHODS
 
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == METHODS.names()
+    assert [line.split()[0] for line in lines] == [*METHODS.names(), *AGGREGATORS]
 
 
 def test_unknown_config_key_is_a_clear_error(capsys, tmp_path):
@@ -50,3 +51,9 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "sslray.cli", "methods"], capture_output=True, text=True, check=True)
     assert "dino" in out.stdout
     assert set(SUBCOMMANDS) <= set(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_methods_lists_all_eight(capsys):
+    assert main(["methods"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert listed == {"dino", "ibot", "mae", "simclr", "vicregl", "mpcs", "channel_agnostic_dino", "spot_dino"}

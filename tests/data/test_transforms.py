@@ -74,16 +74,19 @@ def test_hed_round_trip_and_stain_jitter_moves_only_the_stains():
     assert out[:, 1:].abs().max() < 1e-4 and not torch.allclose(out[:, 0], hed[:, 0])
 
 
-def test_colour_jitter_is_rgb_only_and_saturation_zero_gives_grey():
+def test_colour_jitter_is_rgb_only_keeps_grey_grey_and_stays_in_range():
     from sslray.data.transforms import colour_jitter
 
     with pytest.raises(ValueError, match="H&E"):
         augment(torch.rand(2, 2, 8, 8), AugmentConfig(hed=0.05))
+    grey = torch.rand(4, 1, 8, 8).expand(-1, 3, -1, -1) * 0.5
+    jittered = colour_jitter(grey, AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.5),
+                             torch.Generator().manual_seed(0))
+    torch.testing.assert_close(jittered[:, 0], jittered[:, 1])  # no hue appears from nowhere
+    assert not torch.allclose(jittered, grey)
     x = torch.rand(4, 3, 8, 8)
-    grey = colour_jitter(x, AugmentConfig(saturation=0.999999), torch.Generator().manual_seed(0))
-    assert grey.shape == x.shape
     out = augment(x, AugmentConfig(hed=0.05, brightness=0.2, contrast=0.2, saturation=0.2, gamma=(1, 1), shift=0))
-    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
 def test_crops_of_a_sparse_field_contain_cells_when_asked():

@@ -1,0 +1,37 @@
+"""The baseline every spot aggregator must beat: the mean of the spot's tile embeddings.
+
+Mean pooling is what most MIL and profiling pipelines do first; ``sslray quickstart --method
+spot_dino`` probes both, so the summary says whether the trained aggregator adds anything.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from sslray import storage
+from sslray.aggregate.grids import build_grids
+from sslray.aggregate.train import TABLE_FILE, _plain, embedding_matrix, read_embeddings, spot_table
+
+
+def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
+                    carry_columns: tuple[str, ...] = ("label", "group", "split", "slide_id", "patient_id"),
+                    overwrite: bool = False) -> str:
+    """One L2-normalised mean embedding per spot, published like the aggregator's spot table."""
+    table = read_embeddings(embeddings, spot_column, list(carry_columns))
+    spots = _plain(table.column(spot_column)).to_numpy(zero_copy_only=False)
+    grids, _ = build_grids(spots, table.column("x").to_numpy(), table.column("y").to_numpy())
+    tiles = embedding_matrix(table.column("embedding"))
+    means = np.stack([tiles[g.rows].mean(axis=0) for g in grids])
+    means /= np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)
+    carry = [c for c in carry_columns if c in table.column_names and c != spot_column]
+    out_table, _ = spot_table(table, grids, spot_column, means, carry)
+    staging = storage.begin_output(out, overwrite, what="spot table")
+    buffer = io.BytesIO()
+    pq.write_table(out_table, buffer)
+    storage.write_bytes(storage.join(staging, TABLE_FILE), buffer.getvalue())
+    storage.publish_output(staging, out, {"embeddings": embeddings, "spot_column": spot_column,
+                                          "n_rows": out_table.num_rows, "pooling": "mean"})
+    return out
