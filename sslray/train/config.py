@@ -40,6 +40,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = only at the end
     log_every: int = 10
     shuffle_buffer_mb: int = 512  # per worker: tiles from many shards are mixed into every batch
+    accumulate: int = 1  # micro-batches per batch (gradient accumulation, to fit memory)
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
     max_failures: int = 0  # worker failures Ray Train recovers from (restarting from the last checkpoint)
     seed: int = 0
 
@@ -50,6 +52,11 @@ class TrainConfig:
             raise ValueError("train.num_workers must be >= 0 and train.cpus_per_worker > 0")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"train.steps must be >= 1, got {self.steps}")
+        if self.accumulate < 1 or self.batch_size % self.accumulate:
+            raise ValueError(f"train.accumulate must be >= 1 and divide train.batch_size ({self.batch_size}), "
+                             f"got {self.accumulate}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.shuffle_buffer_mb < 1:
             raise ValueError(f"train.shuffle_buffer_mb must be >= 1, got {self.shuffle_buffer_mb}")
         if self.epochs <= 0:

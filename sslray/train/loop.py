@@ -6,6 +6,7 @@ this module knows nothing about Ray so the step can be tested on tensors in memo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -62,7 +63,12 @@ class SSLStep:
         global_batch: int,
         stats: dict,
         monitor_every: int = 10,
+        accumulate: int = 1,
+        precision: str = "auto",
     ) -> None:
+        """``accumulate``: split each batch into this many micro-batches, one optimiser step per
+        batch (memory, not batch statistics: contrastive negatives and BatchNorm see a micro-batch).
+        ``precision``: ``bf16`` autocasts the forward pass, ``fp32`` does not, ``auto`` = bf16 on CUDA."""
         self.model = model
         self.method = method
         self.optim_cfg = optim
@@ -75,6 +81,12 @@ class SSLStep:
         self.mean = list(stats["mean"])
         self.std = list(stats["std"])
         self.monitor_every = max(monitor_every, 1)
+        if accumulate < 1:
+            raise ValueError(f"train.accumulate must be >= 1, got {accumulate}")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
+        self.accumulate = accumulate
+        self.precision = precision
         self.collapse: dict[str, float] = {}  # last collapse-monitor reading, repeated until the next
 
     def prepare(self, raw: torch.Tensor) -> list[torch.Tensor]:
@@ -89,20 +101,31 @@ class SSLStep:
             group["lr"] = lr
             if group["apply_wd"]:
                 group["weight_decay"] = wd
-        views = self.prepare(raw)
-        out = self.model(views, step)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"loss is {out.loss.item()} at step {step}; lower optim.lr or check the data")
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        chunks = raw.chunk(self.accumulate)
+        losses = []
+        for i, chunk in enumerate(chunks):
+            # DDP would all-reduce gradients after every backward; only the last one needs it
+            sync = i == len(chunks) - 1 or not hasattr(self.model, "no_sync")
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with self._autocast(chunk.device):
+                    out = self.model(self.prepare(chunk), step)
+                if not torch.isfinite(out.loss):
+                    raise FloatingPointError(f"loss is {out.loss.item()} at step {step}; lower optim.lr or check the data")
+                (out.loss.float() / len(chunks)).backward()
+            losses.append(float(out.loss.detach()))
         if self.optim_cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.clip_grad)
         self.method.before_optimizer_step(step)
         self.optimizer.step()
         self.method.after_optimizer_step(step)
         if out.features is not None and step % self.monitor_every == 0:
-            self.collapse = collapse_metrics(out.features)
-        return StepResult(float(out.loss.detach()), lr, wd, {**out.metrics, **self.collapse})
+            self.collapse = collapse_metrics(out.features.float())
+        return StepResult(sum(losses) / len(losses), lr, wd, {**out.metrics, **self.collapse})
+
+    def _autocast(self, device: torch.device):
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def state_dict(self) -> dict:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict()}

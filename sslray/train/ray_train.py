@@ -201,13 +201,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(method)
     step_fn = SSLStep(
         model, method, cfg.optim, plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"], plan["stats"],
-        monitor_every=cfg.train.log_every,
+        monitor_every=cfg.train.log_every, accumulate=cfg.train.accumulate, precision=cfg.train.precision,
     )
-    step = _resume(step_fn)
+    step, epoch = _resume(step_fn, plan["steps_per_epoch"])
     meta = checkpoint_meta(cfg, plan, method.embed_dim)
     reporter = _Reporter(cfg, plan, config, rank, step)
     shard = ray.train.get_dataset_shard("train")
-    epoch = 0
     buffer = ShuffleBuffer(max(plan["shuffle_buffer_tiles"], cfg.train.batch_size))
     while step < plan["total_steps"]:
         batches = _epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device)
@@ -219,7 +218,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             step += 1
             reporter.after_step(step, result, len(images))
             if reporter.due(step):
-                _report(reporter.metrics(step), step, step_fn, method, meta, rank, reporter.checkpoint_due(step))
+                _report(reporter.metrics(step), step, epoch, step_fn, method, meta, rank,
+                        reporter.checkpoint_due(step))
             if step >= plan["total_steps"]:
                 break
             reporter.mark_wait_start()
@@ -237,16 +237,22 @@ def _epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[in
         yield torch.from_numpy(batch["image"]).to(device, non_blocking=True)
 
 
-def _resume(step_fn: SSLStep) -> int:
+def _resume(step_fn: SSLStep, steps_per_epoch: int) -> tuple[int, int]:
+    """(step, data epoch) to continue from: the latest checkpoint's, or (0, 0).
+
+    The epoch seeds the shuffle, so a resumed run draws new orders instead of replaying
+    the first epoch's.
+    """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return 0, 0
     with checkpoint.as_directory() as directory:
         state = load_train_state(directory)
     step_fn.load_state_dict(state["state"])
-    return int(state["step"])
+    step = int(state["step"])
+    return step, int(state.get("epoch", step // max(steps_per_epoch, 1)))
 
 
 def checkpoint_meta(cfg: PretrainConfig, plan: dict, embed_dim: int) -> dict[str, Any]:
@@ -267,7 +273,7 @@ def checkpoint_meta(cfg: PretrainConfig, plan: dict, embed_dim: int) -> dict[str
     }
 
 
-def _report(metrics, step, step_fn, method, meta, rank, with_checkpoint) -> None:
+def _report(metrics, step, epoch, step_fn, method, meta, rank, with_checkpoint) -> None:
     import ray.train
     from ray.train import Checkpoint
 
@@ -278,7 +284,7 @@ def _report(metrics, step, step_fn, method, meta, rank, with_checkpoint) -> None
         checkpoint = None
         if rank == 0:
             save_encoder(tmp, method.encoder(), meta | {"step": step})
-            save_train_state(tmp, {"step": step, "state": step_fn.state_dict()})
+            save_train_state(tmp, {"step": step, "epoch": epoch, "state": step_fn.state_dict()})
             checkpoint = Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 
