@@ -1,0 +1,76 @@
+"""Training survives a killed worker: Ray Train restarts it from the last checkpoint."""
+
+import glob
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from sslray.config import from_dict
+from sslray.train.checkpoint import load_encoder
+from sslray.train.config import PretrainConfig
+from sslray.train.ray_train import run_pretrain
+
+pytestmark = pytest.mark.ray
+
+
+def _train_worker_pids() -> list[int]:
+    """Ray Train worker processes, found by the process title Ray gives them."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            text = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "RayTrainWorker" in text:
+            pids.append(int(cmdline.split("/")[2]))
+    return pids
+
+
+def _kill_after_two_checkpoints(root: Path, killed: list[int], deadline: float = 300) -> None:
+    """The second checkpoint's folder appearing means the first one is registered."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if len(glob.glob(str(root / "checkpoint_*"))) >= 2 and (pids := _train_worker_pids()):
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
+def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_store, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    steps, every, log_every = 120, 10, 5
+    cfg = from_dict(PretrainConfig, {
+        "store": tiny_store.url, "out": str(out), "name": "faults",
+        "model": {"name": "vit_tiny_patch16_224",
+                  "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
+        "method": {"name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
+                   "views": {"global_size": 32, "local_size": 16, "n_local": 2}},
+        "train": {"steps": steps, "batch_size": 16, "cpus_per_worker": 1.0, "log_every": log_every,
+                  "checkpoint_every": every, "max_failures": 2},
+    })
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_after_two_checkpoints, args=(out / "checkpoints" / "faults", killed))
+    killer.start()
+    result = run_pretrain(cfg)
+    killer.join()
+    assert killed, "no training worker was found to kill"
+    assert result.steps == steps
+    _, meta = load_encoder(result.checkpoint)
+    assert meta["step"] == steps  # the final model loads, and it is the last step's
+
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)[0]
+    logged = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert set(logged) == set(range(log_every, steps + 1, log_every))  # no gap
+    repeated = {s for s in logged if logged.count(s) > 1}
+    assert repeated, "the worker was killed but no step was redone: did it restart?"
+    # only steps after a checkpoint are redone: the restart did not go back to step 0
+    assert min(repeated) > every
