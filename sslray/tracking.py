@@ -92,6 +92,22 @@ def start_run(uri: str, experiment: str, run_name: str, out_dir: str | None, tag
     return run.info.run_id
 
 
+def reopen_run(uri: str, run_id: str) -> bool:
+    """Mark an existing run as running again (a resumed job logs on into it); False if it is gone."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    if run.info.lifecycle_stage != "active":
+        return False
+    client.update_run(run_id, status="RUNNING")
+    return True
+
+
 def log_config(uri: str, run_id: str, config: dict[str, Any]) -> None:
     """The resolved config as params (flattened, redacted) and as ``config.json``."""
     import mlflow

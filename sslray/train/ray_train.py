@@ -142,6 +142,14 @@ def manifest_hash(url: str) -> str:
 
 
 def _tracking_run(cfg: PretrainConfig, uri: str, plan: dict) -> str:
+    """One MLflow run per pretraining: a resubmitted job (same ``out`` and ``name``) logs on
+    into the run it started, so its metrics continue on one page instead of a new one."""
+    marker = storage.join(checkpoint_root(cfg.out), cfg.name, "mlflow_run.json")
+    if storage.exists(marker):
+        saved = storage.read_json(marker)
+        if saved.get("uri") == tracking.redact(uri) and tracking.reopen_run(uri, saved["run_id"]):
+            log.info("resuming: logging into MLflow run %s", saved["run_id"])
+            return saved["run_id"]
     tags = {
         "sslray.stage": "pretrain",
         "sslray.method": cfg.method_name,
@@ -150,6 +158,7 @@ def _tracking_run(cfg: PretrainConfig, uri: str, plan: dict) -> str:
     }
     run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, cfg.out, tags)
     tracking.log_config(uri, run_id, to_dict(cfg))
+    storage.write_json(marker, {"run_id": run_id, "uri": tracking.redact(uri)})
     return run_id
 
 

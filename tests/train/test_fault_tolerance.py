@@ -74,3 +74,62 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_sto
     assert repeated, "the worker was killed but no step was redone: did it restart?"
     # only steps after a checkpoint are redone: the restart did not go back to step 0
     assert min(repeated) > every
+
+
+_JOB = """
+import json, sys
+from sslray.config import from_dict
+from sslray.train.config import PretrainConfig
+from sslray.train.ray_train import run_pretrain
+run_pretrain(from_dict(PretrainConfig, json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="kills processes by pid")
+def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_run(ray_session, tiny_store, tmp_path,
+                                                                                  monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    steps, every, log_every = 120, 10, 5
+    config = {
+        "store": tiny_store.url, "out": str(out), "name": "resubmit",
+        "model": {"name": "vit_tiny_patch16_224",
+                  "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
+        "method": {"name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
+                   "views": {"global_size": 32, "local_size": 16, "n_local": 2}},
+        "train": {"steps": steps, "batch_size": 16, "cpus_per_worker": 1.0, "log_every": log_every,
+                  "checkpoint_every": every},
+    }
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    job = subprocess.Popen([sys.executable, "-c", _JOB, json.dumps(config)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = out / "checkpoints" / "resubmit"
+    try:
+        end = time.monotonic() + 300
+        while len(glob.glob(str(checkpoints / "checkpoint_*"))) < 2:
+            assert job.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    finally:
+        if job.poll() is None:
+            job.kill()
+    first_run = json.loads((checkpoints / "mlflow_run.json").read_text())["run_id"]
+
+    result = run_pretrain(from_dict(PretrainConfig, config))  # resubmitted: same out, same name
+    assert result.steps == steps and result.run_id == first_run
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
+    runs = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
+    assert [r.info.run_id for r in runs] == [first_run] and runs[0].info.status == "FINISHED"
+    logged = [m.step for m in client.get_metric_history(first_run, "loss")]
+    assert set(logged) == set(range(log_every, steps + 1, log_every))  # no gap
+    repeated = {s for s in logged if logged.count(s) > 1}
+    assert not repeated or min(repeated) > every  # resumed from a checkpoint, not from step 0
+    assert logged.index(steps) > logged.index(every)  # the resubmitted run logged the end
