@@ -230,11 +230,11 @@ def save_random_init(cfg: PretrainConfig, store: TileStore, url: str) -> None:
     import torch
 
     from sslray.models.backbones import create_backbone
-    from sslray.train.checkpoint import save_encoder
+    from sslray.train.checkpoint import save_checkpoint
     from sslray.train.ray_train import checkpoint_meta, data_facts
 
     torch.manual_seed(cfg.train.seed)
     facts = data_facts(store, METHODS.get(cfg.method_name).channel_agnostic)
     encoder = create_backbone(cfg.model, facts["in_chans"])
     meta = checkpoint_meta(cfg, facts, int(encoder.num_features))
-    save_encoder(url, encoder, meta | {"method": "random_init"})
+    save_checkpoint(url, encoder, meta | {"method": "random_init"})

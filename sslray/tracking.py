@@ -49,7 +49,7 @@ def resolve_uri(cfg: TrackingConfig, out_dir: str) -> str:
 def redact(data: Any) -> Any:
     """Replace values whose key names a credential; recurse through dicts and lists."""
     if isinstance(data, dict):
-        return {k: (REDACTED if _is_secret(k) else redact(v)) for k, v in data.items()}
+        return {k: (REDACTED if is_secret(k) else redact(v)) for k, v in data.items()}
     if isinstance(data, list):
         return [redact(v) for v in data]
     if isinstance(data, str):
@@ -57,7 +57,7 @@ def redact(data: Any) -> Any:
     return data
 
 
-def _is_secret(key: object) -> bool:
+def is_secret(key: object) -> bool:
     return str(key).lower() in SECRET_KEYS or bool(SECRET_PATTERN.search(str(key)))
 
 
@@ -136,6 +136,19 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int | No
     batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
     if batch:
         mlflow.MlflowClient(uri).log_batch(run_id, metrics=batch)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    import mlflow
+    from mlflow.entities import RunTag
+
+    mlflow.MlflowClient(uri).log_batch(run_id, tags=[RunTag(k, str(redact(v))) for k, v in tags.items()])
+
+
+def log_json(uri: str, run_id: str, data: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_text(run_id, json.dumps(redact(data), indent=2, sort_keys=True), artifact_file)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:

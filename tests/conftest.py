@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "sslray-test"
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +62,45 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3-compatible server (moto) on loopback, with one bucket, for the whole session."""
+    pytest.importorskip("moto")
+    from tests.servers import start_s3, stop
+
+    server = start_s3(tmp_path_factory.mktemp("moto"), BUCKET)
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture
+def s3_server(s3_endpoint, monkeypatch):
+    """``s3://BUCKET``, with this process's S3 clients (s3fs, boto3) pointed at the server."""
+    for key, value in s3_endpoint.env.items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{BUCKET}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint, tmp_path_factory):
+    """Two Ray nodes as separate ``ray start`` processes on loopback (head with the dashboard and
+    Jobs API, token authentication on); their workers reach the S3 server, as a cloud cluster's
+    nodes reach S3 through an instance profile."""
+    from tests.servers import start_ray_cluster, stop_ray_cluster
+
+    cluster = start_ray_cluster(tmp_path_factory.mktemp("ray-cluster"), nodes=2, cpus_per_node=2,
+                                env=s3_endpoint.env)
+    yield cluster
+    stop_ray_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` process (SQLite backend, local artifact root) on loopback."""
+    from tests.servers import start_mlflow, stop
+
+    server = start_mlflow(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    stop(server.proc)

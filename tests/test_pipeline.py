@@ -4,6 +4,8 @@ Kept to one tiny run (a few steps, a 1-block ViT): on 2 cores a TorchTrainer fit
 takes about a minute. Methods, losses and metrics are tested in plain torch elsewhere.
 """
 
+import json
+
 import mlflow
 import numpy as np
 import pyarrow.dataset as pads
@@ -83,6 +85,8 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     encoder, meta = load_encoder(result.checkpoint)
     assert meta["step"] == 4 and meta["in_chans"] == 2 and meta["image_size"] == 32
     assert meta["lineage"]["manifest_sha256"] and meta["config"]["method"]["out_dim"] == 64
+    assert result.summary["last_step"] == 4 and [w["rank"] for w in result.summary["workers"]] == [0]
+    assert result.summary["workers"][0]["steps"] == 3 and result.summary["images_per_s"] > 0
 
     table_url = run_embed(EmbedConfig(checkpoint=result.checkpoint, store=tiny_store.url,
                                       out=str(out / "emb"), batch_size=32, run_dir=str(out)))
@@ -101,14 +105,17 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     assert pretrain.data.params["method.out_dim"] == "64" and pretrain.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(pretrain.info.run_id, "loss")] == [2, 4]
     assert pretrain.data.tags["sslray.manifest_sha256"] == meta["lineage"]["manifest_sha256"]
+    assert {"images_per_s", "images_per_s_per_worker", "data_wait_fraction", "step_time_s", "lr"} <= set(
+        pretrain.data.metrics)
+    assert [w["device"] for w in json.loads(pretrain.data.tags["sslray.workers"])] == ["cpu"]
+    artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
+    assert {"config.json", "throughput.json", "checkpoint"} <= artifacts
     assert "test_balanced_accuracy" in runs["evaluate"].data.metrics
     assert runs["embed"].data.metrics["n_rows"] == len(tiny_store)
 
 
 def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
     """The main job end to end on its default data (a handful of steps: plumbing, not accuracy)."""
-    import json
-
     from sslray.quickstart import QuickstartConfig, run_quickstart
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

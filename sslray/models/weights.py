@@ -23,12 +23,17 @@ class WeightsError(ValueError):
     """A weight file does not fit the model; the message names the file and the keys."""
 
 
-def read_state_dict(url: str) -> dict[str, torch.Tensor]:
-    data = read_bytes(url)
+def read_state_dict(url: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in the file at ``url``; ``data``, when given, is that file's content
+    already read (a checkpoint reads its files once, to verify and load them)."""
+    data = read_bytes(url) if data is None else data
     if url.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors
 
-        return load_safetensors(data)
+        try:
+            return load_safetensors(data)
+        except Exception as err:  # safetensors raises its own error type for truncated or foreign files
+            raise WeightsError(f"{url}: not a readable safetensors file: {err}") from None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe pickles
@@ -42,14 +47,14 @@ def read_state_dict(url: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(model: nn.Module, url: str) -> None:
+def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None) -> None:
     """Load a timm, torchvision-ResNet, DINO/iBOT-teacher or Hugging Face ViT (Phikon) state dict.
 
     Wrapper prefixes are stripped, Hugging Face ViT names are mapped to timm's, and RGB
     weights are adapted to the model's channel count by the rule of ``adapt_first_conv``.
     """
     expected = model.state_dict()
-    state = read_state_dict(url)
+    state = read_state_dict(url, data)
     if any(k.startswith(("embeddings.patch_embeddings", "vit.embeddings")) for k in state):
         state = hf_vit_to_timm(state)
     state = _strip_prefixes(state, expected.keys())

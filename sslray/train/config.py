@@ -28,6 +28,9 @@ class OptimConfig:
             raise ValueError("optim.lr must be > 0, optim.min_lr and optim.warmup_epochs >= 0")
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass
 class TrainConfig:
     epochs: float = 100
@@ -36,6 +39,7 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"  # Ray placement group strategy: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
     torch_threads: int | None = None  # default: the CPUs Ray gives the worker
     checkpoint_every: int = 0  # steps; 0 = only at the end
     log_every: int = 10
@@ -57,6 +61,9 @@ class TrainConfig:
                              f"got {self.accumulate}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ValueError(f"train.placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}, "
+                             f"got {self.placement_strategy!r}")
         if self.shuffle_buffer_mb < 1:
             raise ValueError(f"train.shuffle_buffer_mb must be >= 1, got {self.shuffle_buffer_mb}")
         if self.epochs <= 0:

@@ -10,8 +10,10 @@ the latest checkpoint (Train V2 semantics).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,12 +28,21 @@ from sslray.data.pairs import make_pairs
 from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 from sslray.data.store import MANIFEST, TileStore
 from sslray.methods import METHODS, Schedule, build_method
+from sslray.methods.base import SSLMethod
 from sslray.methods.monitor import collapse_warning
 from sslray.models.backbones import create_backbone
 from sslray.runtime import ensure_ray
-from sslray.train.checkpoint import load_train_state, save_encoder, save_train_state
+from sslray.train.checkpoint import load_train_state, save_checkpoint
 from sslray.train.config import PretrainConfig
 from sslray.train.loop import SSLStep
+from sslray.train.throughput import (
+    WAIT_WARNING,
+    StepTimer,
+    WorkerSummary,
+    format_summary,
+    run_summary,
+    window_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,7 @@ class PretrainResult:
     run_id: str
     tracking_uri: str
     steps: int
+    summary: dict[str, Any] | None = None  # throughput of this attempt (None when it found the run finished)
 
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -53,7 +65,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
 
     DataContext.get_current().enable_progress_bars = False  # the workers print their own progress line
     store = TileStore.open(cfg.store).select(cfg.data)
-    plan = _plan(cfg, store)
+    plan = training_plan(cfg, store)
     uri = tracking.resolve_uri(cfg.tracking, cfg.out)
     run_id = _tracking_run(cfg, uri, plan)
     storage.write_json(storage.join(checkpoint_root(cfg.out), cfg.name, "sslray_config.json"),
@@ -65,6 +77,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
             num_workers=max(cfg.train.num_workers, 1),
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})},
+            placement_strategy=cfg.train.placement_strategy,
         ),
         run_config=RunConfig(
             name=cfg.name,
@@ -80,15 +93,18 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
         tracking.end_run(uri, run_id, "FAILED")
         raise
     checkpoint = _checkpoint_url(result.checkpoint)
-    _log_final(uri, run_id, checkpoint)
-    return PretrainResult(checkpoint, run_id, uri, plan["total_steps"])
+    summary = (result.metrics or {}).get("summary")
+    _log_final(uri, run_id, checkpoint, summary)
+    if summary:
+        print(format_summary(summary, checkpoint, tracking.ui_hint(uri)), file=sys.stderr, flush=True)
+    return PretrainResult(checkpoint, run_id, uri, plan["total_steps"], summary)
 
 
 def checkpoint_root(out: str) -> str:
     return storage.join(storage.local_path(out), "checkpoints")
 
 
-def _plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
+def training_plan(cfg: PretrainConfig, store: TileStore) -> dict[str, Any]:
     """Step counts and the data facts every worker needs (computed once, on the driver)."""
     workers = max(cfg.train.num_workers, 1)
     global_batch = cfg.train.batch_size * workers
@@ -173,13 +189,15 @@ def _checkpoint_url(checkpoint) -> str:
     return checkpoint.path
 
 
-def _log_final(uri: str, run_id: str, checkpoint: str) -> None:
+def _log_final(uri: str, run_id: str, checkpoint: str, summary: dict | None) -> None:
     import mlflow
 
     from sslray.train.checkpoint import ENCODER_FILE, META_FILE
 
     client = mlflow.MlflowClient(uri)
     client.set_tag(run_id, "sslray.checkpoint", tracking.redact(checkpoint))
+    if summary:
+        tracking.log_json(uri, run_id, summary, "throughput.json")
     with tempfile.TemporaryDirectory() as tmp:
         for name in (ENCODER_FILE, META_FILE):
             path = f"{tmp}/{name}"
@@ -203,6 +221,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
 
+    method, step_fn = build_step(cfg, plan)
+    step, epoch = _resume(step_fn, plan["steps_per_epoch"])
+    meta = checkpoint_meta(cfg, plan, method.embed_dim)
+    placement = gather(worker_placement(rank, device))
+    if rank == 0:
+        tracking.set_tags(config["tracking_uri"], config["run_id"], {"sslray.workers": json.dumps(placement)})
+    reporter = _Reporter(cfg, plan, config, rank, step, placement[rank])
+    shard = ray.train.get_dataset_shard("train")
+    buffer = ShuffleBuffer(max(plan["shuffle_buffer_tiles"], cfg.train.batch_size))
+    while step < plan["total_steps"]:
+        batches = epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device)
+        epoch += 1
+        reporter.timer.wait_starts()
+        for images in batches:
+            reporter.timer.data_ready()
+            result = step_fn(images, step)
+            step += 1
+            reporter.after_step(result, len(images))
+            if reporter.due(step):
+                _report(reporter.metrics(step), step, epoch, step_fn, method, meta, rank,
+                        reporter.checkpoint_due(step))
+            if step >= plan["total_steps"]:
+                break
+            reporter.timer.wait_starts()
+
+
+def build_step(cfg: PretrainConfig, plan: dict[str, Any]) -> tuple[SSLMethod, SSLStep]:
+    """The method and its optimisation step on this worker's device, wrapped for DDP."""
+    import ray.train.torch
+
     backbone = create_backbone(cfg.model, plan["in_chans"])
     method = build_method(
         cfg.method_name, cfg.method_cfg, backbone, Schedule(plan["total_steps"], plan["steps_per_epoch"])
@@ -212,29 +260,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model, method, cfg.optim, plan["total_steps"], plan["steps_per_epoch"], plan["global_batch"], plan["stats"],
         monitor_every=cfg.train.log_every, accumulate=cfg.train.accumulate, precision=cfg.train.precision,
     )
-    step, epoch = _resume(step_fn, plan["steps_per_epoch"])
-    meta = checkpoint_meta(cfg, plan, method.embed_dim)
-    reporter = _Reporter(cfg, plan, config, rank, step)
-    shard = ray.train.get_dataset_shard("train")
-    buffer = ShuffleBuffer(max(plan["shuffle_buffer_tiles"], cfg.train.batch_size))
-    while step < plan["total_steps"]:
-        batches = _epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device)
-        epoch += 1
-        reporter.mark_wait_start()
-        for images in batches:
-            reporter.mark_data_ready()
-            result = step_fn(images, step)
-            step += 1
-            reporter.after_step(step, result, len(images))
-            if reporter.due(step):
-                _report(reporter.metrics(step), step, epoch, step_fn, method, meta, rank,
-                        reporter.checkpoint_due(step))
-            if step >= plan["total_steps"]:
-                break
-            reporter.mark_wait_start()
+    return method, step_fn
 
 
-def _epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[int, ...], device: torch.device):
+def epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[int, ...], device: torch.device):
     """One pass over this worker's shard as image tensors, mixed through a shuffle buffer.
 
     Whole blocks come out of Ray Data (no re-batching in Arrow); ``shuffled_batches`` mixes
@@ -292,39 +321,39 @@ def _report(metrics, step, epoch, step_fn, method, meta, rank, with_checkpoint) 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            save_encoder(tmp, method.encoder(), meta | {"step": step})
-            save_train_state(tmp, {"step": step, "epoch": epoch, "state": step_fn.state_dict()})
+            save_checkpoint(tmp, method.encoder(), meta | {"step": step},
+                            train_state={"step": step, "epoch": epoch, "state": step_fn.state_dict()})
             checkpoint = Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
 class _Reporter:
-    """Per-step timing (data wait vs compute), console progress and MLflow metrics (rank 0)."""
+    """Per-step timing (data wait vs compute), console progress and MLflow metrics.
 
-    def __init__(self, cfg: PretrainConfig, plan: dict, config: dict, rank: int, start_step: int) -> None:
+    Every rank times its own steps; at each log step the ranks' windows are gathered so rank 0
+    logs the run's images/s and the worst-fed worker's data wait, and at the last step their
+    totals, so the summary has one row per worker. Gathers are collectives: every rank reaches
+    them at the same steps because all ranks run the same step count.
+    """
+
+    def __init__(self, cfg: PretrainConfig, plan: dict, config: dict, rank: int, start_step: int,
+                 placement: dict[str, str]) -> None:
         self.cfg = cfg
         self.total = plan["total_steps"]
         self.rank = rank
         self.uri = config["tracking_uri"]
         self.run_id = config["run_id"]
         self.start_step = start_step
+        self.placement = placement
         self.started = time.perf_counter()
-        self.window_wait = self.window_total = 0.0
-        self.window_images = 0
+        self.timer = StepTimer()
+        self.first_loss: float | None = None
         self.last: dict[str, float] = {}
-        self._t_wait = self._t_ready = time.perf_counter()
 
-    def mark_wait_start(self) -> None:
-        self._t_wait = time.perf_counter()
-
-    def mark_data_ready(self) -> None:
-        self._t_ready = time.perf_counter()
-
-    def after_step(self, step: int, result, n_images: int) -> None:
-        now = time.perf_counter()
-        self.window_wait += self._t_ready - self._t_wait
-        self.window_total += now - self._t_wait
-        self.window_images += n_images
+    def after_step(self, result, n_images: int) -> None:
+        self.timer.step_done(n_images)
+        if self.first_loss is None:
+            self.first_loss = result.loss
         self.last = {"loss": result.loss, "lr": result.lr, "weight_decay": result.weight_decay, **result.metrics}
 
     def due(self, step: int) -> bool:
@@ -334,20 +363,27 @@ class _Reporter:
         every = self.cfg.train.checkpoint_every
         return step == self.total or (every > 0 and step % every == 0)
 
-    def metrics(self, step: int) -> dict[str, float]:
-        images_per_s = self.window_images / max(self.window_total, 1e-9)
-        wait_fraction = self.window_wait / max(self.window_total, 1e-9)
-        metrics = {**self.last, "images_per_s": images_per_s, "data_wait_fraction": wait_fraction, "step": step}
+    def metrics(self, step: int) -> dict[str, Any]:
+        throughput = window_metrics(gather(self.timer.take_window()))
+        metrics: dict[str, Any] = {**self.last, **throughput, "step": step}
         if self.rank == 0:
             tracking.log_metrics(self.uri, self.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
             self._print_progress(step, metrics)
-            if wait_fraction > 0.1 and step > self.start_step + self.cfg.train.log_every:  # not start-up
-                log.warning("waiting for data %.0f%% of the time: the input pipeline is the bottleneck", 100 * wait_fraction)
+            past_start_up = step > self.start_step + self.cfg.train.log_every
+            if throughput["data_wait_fraction"] > WAIT_WARNING and past_start_up:
+                log.warning("waiting for data %.0f%% of the time: the input pipeline is the bottleneck",
+                            100 * throughput["data_wait_fraction"])
             if "feature_std" in metrics and (warning := collapse_warning(metrics)):
                 log.warning("step %d: %s", step, warning)
-        self.window_wait = self.window_total = 0.0
-        self.window_images = 0
+        if step == self.total:
+            metrics["summary"] = self.summary(step)
         return metrics
+
+    def summary(self, step: int) -> dict[str, Any]:
+        mine = WorkerSummary.of(self.rank, self.placement["node"], self.placement["device"], self.timer)
+        workers = gather(mine)
+        return run_summary(workers, self.start_step, step, time.perf_counter() - self.started,
+                           self.first_loss, self.last.get("loss"))
 
     def _print_progress(self, step: int, metrics: dict[str, float]) -> None:
         elapsed = time.perf_counter() - self.started
@@ -359,3 +395,25 @@ class _Reporter:
             f"ETA {eta:.0f}s",
             flush=True,
         )
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (just ``[obj]`` without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def worker_placement(rank: int, device: torch.device) -> dict[str, str]:
+    """Where this worker runs: Ray node id, host and device, for the run's ``sslray.workers`` tag."""
+    import socket
+
+    import ray
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"rank": str(rank), "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "device": f"{device} {name}" if device.type == "cuda" else name}

@@ -1,11 +1,5 @@
 """The tile store on object storage: a real S3-compatible server (moto) on loopback."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
@@ -13,44 +7,7 @@ from sslray.data.ingest import IngestConfig, ingest_folder
 from sslray.data.integrity import verify_store
 from sslray.data.store import StoreError, TileStore
 
-BUCKET = "sslray-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        for _ in range(100):
-            try:
-                boto3.client("s3").create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
-        yield f"s3://{BUCKET}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+from tests.conftest import BUCKET
 
 
 def test_ingest_to_s3_and_read_back(s3_server, synthetic_images):

@@ -5,7 +5,7 @@ import torch
 
 from sslray.models.backbones import BackboneConfig, create_backbone
 from sslray.models.weights import WeightsError, load_backbone_weights
-from sslray.train.checkpoint import load_encoder, save_encoder
+from sslray.train.checkpoint import load_encoder, save_checkpoint
 
 TINY = BackboneConfig("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
                                                "num_heads": 2})
@@ -51,7 +51,7 @@ def test_checkpoint_rebuilds_the_encoder_alone(tmp_path):
     encoder = create_backbone(TINY, 2).eval()
     meta = {"model": {"name": TINY.name, "kwargs": TINY.kwargs}, "in_chans": 2, "image_size": 32, "scale": 255.0,
             "mean": [0.1, 0.2], "std": [0.3, 0.4], "embed_dim": 32}
-    save_encoder(tmp_path / "ckpt", encoder, meta)
+    save_checkpoint(tmp_path / "ckpt", encoder, meta)
     rebuilt, loaded_meta = load_encoder(str(tmp_path / "ckpt"))
     x = torch.rand(2, 2, 32, 32)
     assert torch.allclose(encoder(x), rebuilt(x)) and loaded_meta["mean"] == [0.1, 0.2]

@@ -122,6 +122,10 @@ def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_ru
         if job.poll() is None:
             job.kill()
     first_run = json.loads((checkpoints / "mlflow_run.json").read_text())["run_id"]
+    # what a kill during a checkpoint upload leaves: a newer folder, half written, never registered
+    partial = checkpoints / "checkpoint_2999-01-01_00-00-00.000000"
+    partial.mkdir()
+    (partial / "train_state.pt").write_bytes(b"cut short")
 
     result = run_pretrain(from_dict(PretrainConfig, config))  # resubmitted: same out, same name
     assert result.steps == steps and result.run_id == first_run
@@ -133,3 +137,4 @@ def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_ru
     repeated = {s for s in logged if logged.count(s) > 1}
     assert not repeated or min(repeated) > every  # resumed from a checkpoint, not from step 0
     assert logged.index(steps) > logged.index(every)  # the resubmitted run logged the end
+    assert load_encoder(result.checkpoint)[1]["step"] == steps and "2999" not in result.checkpoint
