@@ -46,6 +46,18 @@ Re-running with the same name and out resumes from the latest checkpoint.""",
   sslray quickstart                                  # synthetic cell images, ~6 min on 2 cores
   sslray quickstart --data ./crc_tiles               # class sub-folders of 224-px tiles
   sslray quickstart --data ./tiles --labels labels.csv --out ./qs""",
+    "submit": """examples:
+  ray dashboard cluster/aws.yaml &                   # forwards the Jobs API to http://127.0.0.1:8265
+  sslray submit quickstart
+  sslray submit pretrain --config configs/methods/dino.yaml store=s3://b/stores/crc out=s3://b/runs \
+      train.num_workers=8 train.use_gpu=true --address http://127.0.0.1:8265
+  sslray submit embed --no-wait --checkpoint s3://b/runs/checkpoints/dino/checkpoint_x --store s3://b/stores/crc \
+      --out s3://b/emb/crc use_gpu=true
+
+STAGE is one of jobs/ (ingest, pretrain, embed, evaluate, aggregate, quickstart); every other argument
+goes to it unchanged (after a lone -- even --address would). This checkout is uploaded as the job's
+working directory. MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL and AWS_DEFAULT_REGION travel with the job;
+credentials never do (the nodes have their own). Exit status: 0 when the job succeeded.""",
     "methods": """example:
   sslray methods""",
     "store": """examples:
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sslray {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -79,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _quickstart_parser(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", _cmd_quickstart))
     _add(sub, "methods", "list the registered SSL methods", _cmd_methods)
     _store_parser(_add(sub, "store", "inspect or verify a tile store", _cmd_store))
+    _submit_parser(_add(sub, "submit", "run a stage as a Ray job on a cluster, streaming its logs", _cmd_submit))
     return parser
 
 
@@ -281,6 +294,47 @@ def _cmd_store(args) -> int:
         print(line, file=sys.stderr)
     print(f"{args.url}: {'DAMAGED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK'}")
     return 1 if problems else 0
+
+
+def _submit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="the cluster's Jobs API (dashboard) URL; default $RAY_ADDRESS if it is an "
+                                     "http URL, else http://127.0.0.1:8265")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following it")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment variable for the job (not for credentials)")
+    p.add_argument("--submission-id", help="job id to use (default: Ray picks one)")
+
+
+def _submit_parser(p):
+    _submit_options(p)
+    p.add_argument("stage", help="the stage to run: a script in jobs/")
+    p.add_argument("stage_args", nargs=argparse.REMAINDER, metavar="...", help="the stage's own arguments")
+
+
+def _cmd_submit(args) -> int:
+    from sslray.submit import SubmitConfig, submit
+
+    mine, theirs = _split_submit_args(args.stage_args)
+    env = {}
+    for item in [*args.env, *mine.env]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    cfg = SubmitConfig(stage=args.stage, args=theirs, address=mine.address or args.address,
+                       wait=not (mine.no_wait or args.no_wait), env=env,
+                       submission_id=mine.submission_id or args.submission_id)
+    return submit(cfg)
+
+
+def _split_submit_args(stage_args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Submit's own options may follow STAGE (``sslray submit pretrain --address URL ...``); what
+    is not one of them, and everything after a lone ``--``, is the stage's."""
+    cut = stage_args.index("--") if "--" in stage_args else len(stage_args)
+    own = argparse.ArgumentParser(add_help=False)
+    _submit_options(own)
+    mine, theirs = own.parse_known_args(stage_args[:cut])
+    return mine, theirs + stage_args[cut + 1:]
 
 
 def _cmd_methods(args) -> int:
