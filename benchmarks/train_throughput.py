@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer.fit()
         ray.shutdown()
         results = json.loads(Path(f"{tmp}/results.json").read_text())
-    return {**results, "plan": plan, "cfg": cfg}
+    return {**results, "cfg": cfg}
 
 
 def write_results(args: argparse.Namespace, out: dict[str, Any]) -> None:

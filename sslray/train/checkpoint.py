@@ -95,10 +95,10 @@ def load_encoder(url: str) -> tuple[nn.Module, dict[str, Any]]:
 
 def _verified_bytes(url: str, name: str, meta: dict[str, Any]) -> bytes:
     """The file's bytes, checked against the SHA-256 in ``sslray.json`` (format 2 and later)."""
-    file_url = storage.join(url, name)
-    if not storage.exists(file_url):
-        raise CheckpointError(f"checkpoint {url} is incomplete: {name} is missing")
-    data = storage.read_bytes(file_url)
+    try:
+        data = storage.read_bytes(storage.join(url, name))  # one request: read_bytes checks existence itself
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {url} is incomplete: {name} is missing") from None
     expected = meta.get("files", {}).get(name)
     if expected is None and meta.get("format_version", 1) >= 2:
         raise CheckpointError(f"checkpoint {url}: {META_FILE} records no SHA-256 for {name}")
