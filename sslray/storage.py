@@ -97,52 +97,169 @@ def remove(url: str) -> None:
         fs.rm(path, recursive=True)
 
 
-def begin_output(url: str, overwrite: bool = False, what: str = "output") -> str:
+# --- Directory-shaped outputs: never damage what is already at the destination ---------------
+#
+# The rules (docs/security.md, "Paths"): sslray writes an output only where nothing is, where
+# an empty folder is, or where its own unfinished output of the same kind is; it replaces an
+# existing output only when that output is a finished sslray artifact of the same kind and
+# the user asked for ``overwrite``. A regular file or a folder sslray did not write is never
+# replaced or deleted, with or without ``overwrite``.
+
+WRITING_MARKER = "_SSLRAY_WRITING"  # in a staging area: which kind of artifact is being built there
+KIND_FILES = (("tiles.zarr", "tile_store"), ("aggregator", "spot_table"), ("spots.parquet", "spot_table"))
+
+
+class OutputError(FileExistsError):
+    """The destination holds something sslray must not replace; the message names it."""
+
+
+def artifact_kind(url: str) -> str | None:
+    """The kind of finished sslray artifact at ``url`` (``tile_store``, ``embeddings``,
+    ``spot_table``...), or None when there is none (nothing, a partial output, or not sslray's).
+
+    The kind is recorded in ``_SUCCESS``; outputs published before it was are told by their files.
+    """
+    marker = join(url, SUCCESS_MARKER)
+    if not exists(marker):
+        return None
+    try:
+        info = read_json(marker)
+    except ValueError:
+        info = {}
+    if isinstance(info, dict) and info.get("kind"):
+        return str(info["kind"])
+    for name, kind in KIND_FILES:
+        if exists(join(url, name)):
+            return kind
+    return "embeddings"  # the only other directory-shaped output sslray has published
+
+
+def check_destination(url: str, kind: str, what: str, overwrite: bool = False) -> None:
+    """Refuse a destination that writing a ``kind`` artifact there could damage (see the rules above)."""
+    _check_parents(url, what)
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return
+    if not fs.isdir(path):
+        raise OutputError(f"{what} {url}: a file is there, not a folder; sslray never replaces it. "
+                          "Choose another destination")
+    found = artifact_kind(url)
+    if found is None:
+        if _is_own_partial(url, kind) or not fs.ls(path):
+            return
+        examples = ", ".join(sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path))[:3])
+        raise OutputError(f"{what} {url}: the folder exists and is not an sslray {what} (it holds {examples}...); "
+                          "sslray never writes into or deletes a folder it did not create, even with --overwrite. "
+                          "Choose a new path")
+    if found != kind:
+        raise OutputError(f"{url} is an sslray {found.replace('_', ' ')}, not a {what}; sslray does not replace it "
+                          f"with a {what}, even with --overwrite. Choose another destination")
+    if not overwrite:
+        raise FileExistsError(f"{what} {url} already exists; pass overwrite=true (--overwrite) to replace it")
+
+
+def _check_parents(url: str, what: str) -> None:
+    """Locally, the nearest existing ancestor must be a folder (else makedirs fails with a raw Errno)."""
+    if is_remote(url):
+        return
+    parent = os.path.dirname(local_path(url))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise OutputError(f"{what} {url}: cannot be created because {parent} is a file, not a folder")
+
+
+def _is_own_partial(url: str, kind: str) -> bool:
+    """An unfinished output of this kind written in place (object storage) by an earlier run."""
+    marker = join(url, WRITING_MARKER)
+    if exists(marker):
+        return read_json(marker).get("kind") == kind
+    return kind == "tile_store" and exists(join(url, "_ingest", "plan.json"))  # ingests before the marker
+
+
+def ensure_folder(url: str, what: str) -> str:
+    """Create a folder-shaped destination such as a run directory (``out``), naming the problem
+    when a file stands in the way; returns its URL."""
+    _check_parents(url, what)
+    fs, path = filesystem(url)
+    if fs.exists(path) and not fs.isdir(path):
+        raise OutputError(f"{what} {url}: a file is there, not a folder; choose another path")
+    fs.makedirs(path, exist_ok=True)
+    return url
+
+
+def begin_output(url: str, overwrite: bool = False, what: str = "output", kind: str | None = None) -> str:
     """Where to write a directory-shaped output before publishing it with ``publish_output``.
 
     Local outputs are built in a hidden sibling directory and renamed into place, so a
     reader never sees half of one. Remote outputs are written in place (object stores
     have no rename) and only count once ``_SUCCESS`` exists.
     """
-    if exists(url) and is_complete(url) and not overwrite:
-        raise FileExistsError(f"{what} {url} already exists; pass overwrite=true (--overwrite) to replace it")
+    kind = kind or what.replace(" ", "_")
+    check_destination(url, kind, what, overwrite)
     if is_remote(url):
-        remove(url)
-        return url
-    final = local_path(url)
-    parent, name = os.path.split(final)
-    os.makedirs(parent, exist_ok=True)
-    return os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
-
-
-def begin_resumable_output(url: str, overwrite: bool = False, what: str = "output") -> str:
-    """Like ``begin_output``, but the staging location is fixed, so a rerun finds what an
-    interrupted run left there. ``overwrite`` also discards that partial state."""
-    if is_complete(url) and not overwrite:
-        raise FileExistsError(f"{what} {url} already exists; pass overwrite=true (--overwrite) to replace it")
-    if is_remote(url):
+        _clear_remote(url)
         staging = url
     else:
         parent, name = os.path.split(local_path(url))
         os.makedirs(parent, exist_ok=True)
-        staging = os.path.join(parent, f".{name}.partial")
-    if overwrite:
-        remove(staging)
+        staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+    write_json(join(staging, WRITING_MARKER), {"kind": kind})
     return staging
 
 
+def begin_resumable_output(url: str, overwrite: bool = False, what: str = "output", kind: str | None = None) -> str:
+    """Like ``begin_output``, but the staging location is fixed, so a rerun finds what an
+    interrupted run left there. ``overwrite`` also discards that partial state."""
+    kind = kind or what.replace(" ", "_")
+    check_destination(url, kind, what, overwrite)
+    if is_remote(url):
+        staging = url
+        if overwrite:
+            _clear_remote(url)
+    else:
+        parent, name = os.path.split(local_path(url))
+        os.makedirs(parent, exist_ok=True)
+        staging = os.path.join(parent, f".{name}.partial")
+        if overwrite:
+            remove(staging)
+    write_json(join(staging, WRITING_MARKER), {"kind": kind})
+    return staging
+
+
+def _clear_remote(url: str) -> None:
+    """Empty a remote destination that ``check_destination`` allowed: the marker goes first, so
+    a reader never takes a half-deleted artifact for a finished one."""
+    remove(join(url, SUCCESS_MARKER))
+    remove(url)
+
+
 def publish_output(staging: str, url: str, info: dict[str, Any]) -> None:
-    """Write the marker, then (locally) swap the staging directory into place."""
-    mark_complete(staging, info)
+    """Write the marker (with the artifact's kind), then (locally) swap the staging directory into place.
+
+    The destination is checked again: something may have appeared there while the job ran.
+    Only an empty folder or a finished artifact of the same kind is replaced; otherwise the
+    finished output stays in ``staging`` and the error says where.
+    """
+    writing = join(staging, WRITING_MARKER)
+    kind = read_json(writing)["kind"] if exists(writing) else info.get("kind")
+    mark_complete(staging, {**info, "kind": kind} if kind else info)
+    remove(writing)
     if staging == url:
+        return
+    final = local_path(url)
+    try:
+        check_destination(url, kind or "", "output", overwrite=True)
+    except FileExistsError as err:
+        raise OutputError(f"{err}. The finished output was left in {staging}") from None
+    if os.path.isdir(final) and not os.listdir(final):
+        os.rmdir(final)
+    if not os.path.exists(final):
+        os.rename(staging, final)
         return
     import shutil
 
-    final = local_path(url)
-    if os.path.exists(final):
-        trash = f"{final}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(final, trash)
-        os.rename(staging, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(staging, final)
+    trash = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, trash)
+    os.rename(staging, final)
+    shutil.rmtree(trash, ignore_errors=True)
