@@ -2,14 +2,16 @@
 
 Weights arrive as safetensors or as a pickled ``state_dict``; pickles are loaded with
 ``weights_only=True`` so a checkpoint cannot run code. Mismatches are reported by key and
-shape instead of PyTorch's wall of text, because the usual cause (wrong ``in_chans`` or
-patch size) is obvious once named.
+shape instead of PyTorch's wall of text, because the usual cause (wrong ``in_chans``, patch
+size or depth) is obvious once named; a file that fits only partly is refused, not half-loaded.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import pickle
+import re
 
 import torch
 from torch import nn
@@ -28,16 +30,8 @@ def read_state_dict(url: str, data: bytes | None = None) -> dict[str, torch.Tens
     already read (a checkpoint reads its files once, to verify and load them)."""
     data = read_bytes(url) if data is None else data
     if url.endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors
-
-        try:
-            return load_safetensors(data)
-        except Exception as err:  # safetensors raises its own error type for truncated or foreign files
-            raise WeightsError(f"{url}: not a readable safetensors file: {err}") from None
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe pickles
-        raise WeightsError(f"{url}: cannot load as a weights-only torch state dict: {err}") from None
+        return _read_safetensors(url, data)
+    state = load_weights_only(url, data)
     for key in ("teacher", "state_dict", "model"):  # DINO/iBOT and Lightning-style wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -47,11 +41,54 @@ def read_state_dict(url: str, data: bytes | None = None) -> dict[str, torch.Tens
     return state
 
 
+def _read_safetensors(url: str, data: bytes) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file is parsed only as safetensors: a pickle renamed to it is refused,
+    never handed to ``torch.load``."""
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        return load_safetensors(data)
+    except Exception as err:  # safetensors raises its own error type for truncated or foreign files
+        if _looks_pickled(data):
+            raise WeightsError(
+                f"{url}: refused for safety: this .safetensors file is really a pickle (torch.save), which "
+                "could run code when loaded; re-save it as safetensors "
+                "(safetensors.torch.save_file(model.state_dict(), path))") from None
+        raise WeightsError(f"{url}: not a readable safetensors file: {err}") from None
+
+
+def _looks_pickled(data: bytes) -> bool:
+    """A torch.save zip archive, or a raw pickle (protocol 2 and later start with 0x80)."""
+    return data[:2] == b"PK" or data[:1] == b"\x80"
+
+
+def load_weights_only(url: str, data: bytes):
+    """``torch.load(weights_only=True)`` with errors that name the file and never advise
+    ``weights_only=False``: a pickle holding anything but tensors and plain containers could
+    run code, so it is refused, and the fix is to re-save it, not to trust it."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if not (found or _looks_pickled(data)):  # random bytes also fail as a pickle
+            raise WeightsError(f"{url}: not a readable torch file (not written by torch.save)") from None
+        what = f" (it holds {found.group(1)})" if found else ""
+        raise WeightsError(
+            f"{url}: refused for safety: not a weights-only pickle: it holds objects other than tensors and "
+            f"plain containers{what}, and loading it could run code; re-save it as a plain state_dict "
+            "(torch.save(model.state_dict(), path)) or as safetensors") from None
+    except Exception as err:  # torch raises RuntimeError, KeyError, EOFError... for corrupt files
+        raise WeightsError(f"{url}: not a readable torch file (truncated, or not written by torch.save): "
+                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
+
 def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None) -> None:
     """Load a timm, torchvision-ResNet, DINO/iBOT-teacher or Hugging Face ViT (Phikon) state dict.
 
     Wrapper prefixes are stripped, Hugging Face ViT names are mapped to timm's, and RGB
     weights are adapted to the model's channel count by the rule of ``adapt_first_conv``.
+    Keys the backbone lacks are an error like missing ones (a 4-block file read into a
+    2-block model must not embed silently), except the heads listed in ``IGNORED_PREFIXES``.
     """
     expected = model.state_dict()
     state = read_state_dict(url, data)
@@ -65,10 +102,39 @@ def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None)
         if k in expected and v.shape != expected[k].shape
     ]
     missing = sorted(set(expected) - set(state))
-    if wrong_shape or missing:
-        detail = "; ".join(wrong_shape[:5] + [f"missing {k}" for k in missing[:5]])
-        raise WeightsError(f"{url}: weights do not fit the backbone ({detail})")
+    unexpected = _unexpected_keys(state, expected, url)
+    if wrong_shape or missing or unexpected:
+        raise WeightsError(f"{url}: weights do not fit the backbone ({_mismatch(wrong_shape, missing, unexpected)})")
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+
+
+IGNORED_PREFIXES = ("head.", "fc.", "classifier.", "pooler.", "projector.", "predictor.")
+"""Keys a published checkpoint legitimately carries beyond a headless backbone: classifier or SSL
+heads (timm/DINO/iBOT ``head.*``, torchvision ``fc.*``, Hugging Face ``classifier.*`` and
+``pooler.*``, SimCLR/BYOL ``projector.*``/``predictor.*``). Any other key the backbone lacks
+means the file describes another architecture (e.g. more blocks) and is an error."""
+
+
+def _unexpected_keys(state: dict[str, torch.Tensor], expected, url: str) -> list[str]:
+    """Keys of the file that the backbone lacks, less the documented ignorable heads (logged)."""
+    extra = sorted(set(state) - set(expected))
+    ignored = [k for k in extra if k.startswith(IGNORED_PREFIXES)]
+    if ignored:
+        log.info("%s: ignoring %d head key(s) that are not part of the backbone (%s)", url, len(ignored),
+                 ", ".join(ignored[:5]))
+    return [k for k in extra if not k.startswith(IGNORED_PREFIXES)]
+
+
+def _mismatch(wrong_shape: list[str], missing: list[str], unexpected: list[str]) -> str:
+    """Up to five of each kind of mismatch, with the counts, so a 12-block file read into a
+    2-block model is one readable line."""
+    parts = wrong_shape[:5] + [f"missing {k}" for k in missing[:5]]
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) the backbone does not have: {', '.join(unexpected[:5])}"
+                     + (", ..." if len(unexpected) > 5 else ""))
+    if len(missing) > 5:
+        parts.append(f"{len(missing)} missing in all")
+    return "; ".join(parts)
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor], wanted) -> dict[str, torch.Tensor]:

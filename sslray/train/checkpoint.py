@@ -27,7 +27,7 @@ from torch import nn
 
 from sslray import storage
 from sslray.models.backbones import BackboneConfig, create_backbone
-from sslray.models.weights import WeightsError, load_backbone_weights
+from sslray.models.weights import WeightsError, load_backbone_weights, load_weights_only
 
 ENCODER_FILE = "encoder.safetensors"
 META_FILE = "sslray.json"
@@ -66,7 +66,11 @@ def load_train_state(directory: str | Path) -> dict[str, Any]:
     """Method, optimiser and schedule state to resume from (``weights_only=True``)."""
     meta = read_meta(str(directory))
     data = _verified_bytes(str(directory), TRAIN_STATE_FILE, meta)
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = load_weights_only(storage.join(str(directory), TRAIN_STATE_FILE), data)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{storage.join(str(directory), TRAIN_STATE_FILE)}: expected a dict of training state, "
+                              f"found {type(state).__name__}; resume from another checkpoint")
+    return state
 
 
 def read_meta(url: str) -> dict[str, Any]:
@@ -89,7 +93,15 @@ def load_encoder(url: str) -> tuple[nn.Module, dict[str, Any]]:
     model_cfg = BackboneConfig(name=meta["model"]["name"], kwargs=meta["model"].get("kwargs", {}), weights=None)
     encoder = create_backbone(model_cfg, meta["in_chans"])
     weights_url = storage.join(url, ENCODER_FILE)
-    load_backbone_weights(encoder, weights_url, _verified_bytes(url, ENCODER_FILE, meta))
+    data = _verified_bytes(url, ENCODER_FILE, meta)
+    try:
+        load_backbone_weights(encoder, weights_url, data)
+    except CheckpointError:
+        raise
+    except WeightsError as err:  # the hashes match, so sslray.json and the weights were written disagreeing
+        raise CheckpointError(f"{err}; {META_FILE} describes {meta['model']['name']} with "
+                              f"{meta['model'].get('kwargs', {})}: fix the model entry of {META_FILE} to match "
+                              "the weights, or re-export the checkpoint") from None
     return encoder.eval(), meta
 
 
