@@ -10,9 +10,12 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 
-from sslray.config import ConfigError, load_config
+from sslray.config import load_config
+from sslray.data.readers import MAX_PIXELS
+from sslray.errors import user_message
 
 EPILOGS = {
     "ingest": """examples:
@@ -37,7 +40,11 @@ Re-running with the same name and out resumes from the latest checkpoint.""",
     "evaluate": """examples:
   sslray evaluate --embeddings ./out/embeddings/ssl
   sslray evaluate --embeddings ./out/embeddings/ssl label_column=label group_column=patient \\
-      'c_grid=[0.01,0.1,1]'""",
+      'c_grid=[0.01,0.1,1]'
+
+group_column keeps a patient's (slide's) tiles on one side of every split; a named column must
+exist. Unset, the splits group by the ingest's group column if every tile has one, else by
+image_id (a warning says so).""",
     "aggregate": """examples:
   sslray aggregate --embeddings ./out/embeddings/ssl --out ./out/spots
   sslray aggregate --config configs/aggregate/spot_dino.yaml --embeddings s3://b/emb/tma --out s3://b/spots/tma \
@@ -72,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError, FileExistsError, ConnectionError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except Exception as err:  # an input problem ends in one line; a bug keeps its traceback
+        message = user_message(err)
+        if message is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
         print(f"sslray {args.command}: error: {message}", file=sys.stderr)
         return 2
 
@@ -146,8 +157,12 @@ def _ingest_parser(p):
                    help="store codec: lz4 reads fastest (default), zstd is smaller (archives, slow links)")
     p.add_argument("--workers", type=int, help="parallel tiling tasks on the Ray cluster (default: one per CPU; "
                                                "0: in this process, without Ray)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse whole images larger than this many pixels per plane (default {MAX_PIXELS:,} = "
+                        "16384^2; a guard against decompression bombs; whole slides are read by region and exempt)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing store (and discard what an interrupted ingest left to resume)")
+                   help="replace an existing tile store at DEST (and discard what an interrupted ingest left to "
+                        "resume); a file or a folder that is not an sslray tile store is never replaced")
 
 
 def _channel_names(value: str | None) -> dict[str, str] | None:
@@ -168,16 +183,25 @@ def _channel_names(value: str | None) -> dict[str, str] | None:
     return dict(pairs)
 
 
+def _numbers(option: str, value: str | None) -> list[float] | None:
+    """``1.5`` or ``0.5,99.5`` -> floats; anything else is an error naming the option."""
+    if not value:
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {value!r}: expected a number or comma-separated numbers (e.g. 0.5,99.5)") from None
+
+
 def _cmd_ingest(args) -> int:
     from sslray.data.ingest import IngestConfig, ingest_folder
 
     cfg = IngestConfig(src=args.src, dest=args.dest, tile_size=args.tile_size, labels=args.labels,
                        on_error=args.on_error, overwrite=args.overwrite, layout=args.layout, mpp=args.mpp,
                        magnification=args.magnification, mpp_override=args.mpp_override, min_tissue=args.min_tissue,
-                       float_max=[float(v) for v in args.float_max.split(",")] if args.float_max else None,
-                       log1p=args.log1p, workers=args.workers,
-                       clip_percentiles=[float(v) for v in args.clip_percentiles.split(",")]
-                       if args.clip_percentiles else None,
+                       float_max=_numbers("--float-max", args.float_max), log1p=args.log1p, workers=args.workers,
+                       clip_percentiles=_numbers("--clip-percentiles", args.clip_percentiles),
+                       max_pixels=args.max_pixels,
                        magnification_groups=args.magnification_groups, compression=args.compression,
                        format=args.format, channel_pattern=args.channel_pattern,
                        channel_names=_channel_names(args.channel_names),

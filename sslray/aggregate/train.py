@@ -36,6 +36,7 @@ from torch import nn
 from sslray import storage, tracking
 from sslray.aggregate.grids import SpotGrid, build_grids, pad_rows, random_window
 from sslray.aggregate.model import SpotEncoder, SpotModelConfig
+from sslray.artifacts import require_artifact
 from sslray.config import to_dict
 from sslray.methods.dino import (
     DINOConfig,
@@ -331,8 +332,7 @@ def embed_spots(encoder: SpotEncoder, embeddings: torch.Tensor, grids: list[Spot
 
 def read_embeddings(url: str, spot_column: str, carry_columns: list[str]) -> pa.Table:
     """The columns the aggregation needs from a complete embeddings table, checked."""
-    if not storage.is_complete(url):
-        raise FileNotFoundError(f"embeddings table {url} is missing or incomplete (no {storage.SUCCESS_MARKER})")
+    require_artifact(url, ("embeddings",))  # names a tile store, spot table or typo as such
     fs, path = storage.filesystem(url)
     dataset = pads.dataset(path, filesystem=fs, format="parquet")
     available = dataset.schema.names
@@ -429,8 +429,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_aggregate(cfg: AggregateConfig) -> str:
     """Train the spot aggregator on ``cfg.embeddings`` and publish the spot table; returns its URL."""
-    if storage.is_complete(cfg.out) and not cfg.overwrite:
-        raise FileExistsError(f"spot table {cfg.out} already exists; pass overwrite=true (--overwrite) to replace it")
+    storage.check_destination(cfg.out, "spot_table", "spot table", cfg.overwrite)  # before any work
     device = resolve_device(cfg.device)
     table = read_embeddings(cfg.embeddings, cfg.spot_column, cfg.carry_columns)
     if table.column(cfg.spot_column).null_count:

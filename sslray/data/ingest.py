@@ -15,14 +15,14 @@ interrupted or failed ingest keeps its finished parts, and rerunning it resumes 
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 import logging
+import math
+import os
+import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from sslray.data.foreground import foreground_mask
 from sslray.data.readers import (
     HDF5_SUFFIXES,
     IMAGE_SUFFIXES,
+    MAX_PIXELS,
     ImageReadError,
     hdf5_channel_names,
     image_id_of,
@@ -50,14 +51,14 @@ from sslray.data.readers import (
     read_channel_folder,
     read_image,
 )
+from sslray.data.sources import IngestError, IngestReport, SourceImage, discover_sources, fail
 from sslray.data.store import COMPRESSION, TileStore, TileStoreWriter
-from sslray.data.wsi import SLIDE_SUFFIXES, SlideTiling, is_slide, tile_slide
+from sslray.data.wsi import SlideTiling, is_slide, tile_slide
+
+__all__ = ["IngestConfig", "IngestError", "IngestReport", "SourceImage", "discover_sources", "ingest_folder",
+           "tile_source"]
 
 log = logging.getLogger(__name__)
-
-
-class IngestError(ValueError):
-    """Ingest cannot proceed; the message names the file and the problem."""
 
 
 @dataclass
@@ -84,8 +85,14 @@ class IngestConfig:
     compression: str = "lz4"  # Blosc codec of the store: lz4 (fast to read) or zstd (smaller)
     magnification_groups: bool = False  # BreakHis-style: magnification + field_id from the path
     workers: int | None = None  # parallel tiling tasks (Ray Data); None: one per CPU, 0: in this process
+    max_pixels: int = MAX_PIXELS  # whole-image readers refuse larger images (decompression bombs); not slides
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be 0 (in this process, no Ray) or a positive number of parallel "
+                             f"tiling tasks, got {self.workers}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive number of pixels, got {self.max_pixels}")
         if self.tile_size < 8:
             raise ValueError(f"tile_size must be >= 8 pixels, got {self.tile_size}")
         if not 0 <= self.min_tissue <= 1:
@@ -128,24 +135,6 @@ class IngestConfig:
         return "hdf5" if suffix in HDF5_SUFFIXES else "image"
 
 
-@dataclass
-class SourceImage:
-    path: Path
-    rel: str
-    label: str | None = None
-    group: str | None = None
-    split: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # more manifest columns (CSV columns, magnification)
-    channel_files: dict[str, Path] | None = None  # channel-files layout: channel key -> file
-
-
-@dataclass
-class IngestReport:
-    n_images: int = 0
-    n_tiles: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-
 def ingest_folder(cfg: IngestConfig) -> TileStore:
     """Read, tile and store every image under ``cfg.src``; returns the published store.
 
@@ -153,6 +142,7 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     assembled in source order. Rerunning an interrupted ingest with the same settings
     redoes only the sources that have no finished part.
     """
+    check_source_and_dest(cfg.src, cfg.dest)
     report = IngestReport()
     sources = discover_sources(cfg, report)
     if not sources:
@@ -161,6 +151,20 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     scaling = _scaling(sources, cfg, staging)
     parts = _tile_all(sources, cfg, staging, scaling, report)
     return _assemble(sources, parts, cfg, staging, scaling, report)
+
+
+def check_source_and_dest(src: str, dest: str) -> None:
+    """DEST inside SRC would ingest the store into itself on a rerun; SRC inside DEST would put
+    the sources where the store goes. Both are refused before anything is read or written."""
+    if storage.is_remote(dest):
+        return
+    src_path, dest_path = (os.path.realpath(storage.local_path(p)) for p in (src, dest))
+    if src_path == dest_path:
+        raise IngestError(f"the destination {dest} is the source folder {src}; write the store somewhere else")
+    if dest_path.startswith(src_path + os.sep):
+        raise IngestError(f"the destination {dest} is inside the source folder {src}; write the store outside it")
+    if src_path.startswith(dest_path + os.sep):
+        raise IngestError(f"the source folder {src} is inside the destination {dest}; choose another destination")
 
 
 def _scaling(sources: list[SourceImage], cfg: IngestConfig, staging: str) -> Scaling:
@@ -189,7 +193,7 @@ def _calibration_images(picks: list[SourceImage], cfg: IngestConfig) -> Iterator
                               "not whole slides")
         try:
             if cfg.reader_for(source.path) == "hdf5":
-                yield next(iter_hdf5_images(source.path))[1]
+                yield next(iter_hdf5_images(source.path, max_pixels=cfg.max_pixels))[1]
             else:
                 yield load_source(source, cfg)[0]
         except (ImageReadError, StopIteration):
@@ -200,7 +204,7 @@ def _begin(cfg: IngestConfig, sources: list[SourceImage]) -> str:
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_PLAN}
     plan = {**settings, "sources": [[s.rel, s.label, s.group, s.split] for s in sources]}
     try:
-        staging = storage.begin_resumable_output(cfg.dest, cfg.overwrite, what="tile store")
+        staging = storage.begin_resumable_output(cfg.dest, cfg.overwrite, what="tile store", kind="tile_store")
         check_plan(staging, plan)
     except FileExistsError as err:
         raise IngestError(str(err)) from None
@@ -224,7 +228,7 @@ def _tile_all(sources: list[SourceImage], cfg: IngestConfig, staging: str, scali
         if result.ok:
             parts[result.rel] = result
         else:
-            _fail(cfg, report, str(by_rel[result.rel].path), result.reason, kept=len(parts))
+            fail(cfg, report, str(by_rel[result.rel].path), result.reason, kept=len(parts))
     return parts
 
 
@@ -283,7 +287,7 @@ def _assemble(sources: list[SourceImage], parts: dict, cfg: IngestConfig, stagin
                                      compression=cfg.compression)
         elif problem := _mismatch(part.channels, np.dtype(part.dtype), writer):
             discard_part(staging, source.rel)  # re-read on the next run, in case the file is fixed
-            _fail(cfg, report, str(source.path), f"{source.path}: {problem}", kept=len(parts) - 1)
+            fail(cfg, report, str(source.path), f"{source.path}: {problem}", kept=len(parts) - 1)
             continue
         for tiles, rows in read_part(staging, part, cfg.tile_size):
             writer.append(tiles, rows)
@@ -295,136 +299,6 @@ def _assemble(sources: list[SourceImage], parts: dict, cfg: IngestConfig, stagin
     _write_report(writer, report)
     return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped),
                                     "clip_percentiles": cfg.clip_percentiles, **scaling.as_attrs()}})
-
-
-def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
-    root = Path(cfg.src)
-    if not root.is_dir():
-        raise IngestError(f"source folder {root} does not exist or is not a folder")
-    if cfg.labels:
-        sources = _sources_from_csv(root, Path(cfg.labels), cfg, report)
-    elif cfg.layout == "channel-files":
-        sources = list(channel_file_fields(root, cfg.channel_pattern).values())
-    else:
-        suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-        if cfg.layout == "channel-folders":
-            files = sorted({p.parent for p in files})  # every folder holding images is one field
-        sources = [SourceImage(p, p.relative_to(root).as_posix(), label=_folder_label(p, root)) for p in files]
-    if cfg.magnification_groups:
-        sources = [s for s in sources if _add_magnification(s, cfg, report)]
-    return sources
-
-
-def _folder_label(path: Path, root: Path) -> str | None:
-    return path.parent.name if path.parent != root else None
-
-
-def channel_file_fields(root: Path, pattern: str) -> dict[str, SourceImage]:
-    """Fields of single-channel files: files whose names match ``pattern`` and differ only in
-    the ``channel`` group form one field, named by the file name with the channel as ``*``."""
-    regex = re.compile(pattern)
-    fields: dict[str, SourceImage] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        match = regex.search(path.name)
-        if match is None or match["channel"] is None:
-            continue
-        start, end = match.span("channel")
-        rel = (path.parent / f"{path.name[:start]}*{path.name[end:]}").relative_to(root).as_posix()
-        groups = {k: v for k, v in match.groupdict().items() if k != "channel" and v is not None}
-        field = fields.setdefault(rel, SourceImage(path.parent, rel, _folder_label(path, root), extra=groups,
-                                                   channel_files={}))
-        field.channel_files[match["channel"]] = path
-    return fields
-
-
-def _add_magnification(source: SourceImage, cfg: IngestConfig, report: IngestReport) -> bool:
-    found = magnification_field(source.rel)
-    if found is None:
-        _fail(cfg, report, str(source.path), "no magnification in its path (want a folder such as 40X, "
-                                             "or a file-name token such as _40x_)")
-        return False
-    source.extra["magnification"], source.extra["field_id"] = found
-    parent = source.path.parent
-    if not cfg.labels and _MAGNIFICATION.match(parent.name):  # <class>/40X/x.png: the label is <class>
-        source.label = parent.parent.name if parent.parent != Path(cfg.src) else None
-    return True
-
-
-_MAGNIFICATION = re.compile(r"^(\d+(?:\.\d+)?)[xX]$")
-
-
-def magnification_field(rel: str) -> tuple[float, str] | None:
-    """(magnification, field id) from a BreakHis-style path, or None.
-
-    The magnification is a ``<N>X`` folder or file-name token; the field id is the path
-    with it taken out (and, in the file name, a bare ``N`` replaced by ``*``), so the same
-    field at 40X, 100X, 200X and 400X shares one id: ``P1/40X/SOB-P1-40-001.png`` and
-    ``P1/100X/SOB-P1-100-001.png`` are both field ``P1/SOB-P1-*-001``.
-    """
-    *folders, name = rel.split("/")
-    stem = Path(name).stem
-    magnification = None
-    for i, folder in enumerate(folders):
-        if match := _MAGNIFICATION.match(folder):
-            magnification = float(match[1])
-            folders = folders[:i] + folders[i + 1 :]
-            break
-    tokens = re.split(r"([-_. ])", stem)
-    for i in reversed(range(len(tokens))):
-        match = _MAGNIFICATION.match(tokens[i])
-        if match and magnification in (None, float(match[1])):
-            magnification, tokens[i] = float(match[1]), "*"
-            break
-        if magnification is not None and tokens[i].isdigit() and float(tokens[i]) == magnification:
-            tokens[i] = "*"
-            break
-    if magnification is None:
-        return None
-    return magnification, "/".join([*folders, "".join(tokens)])
-
-
-_RESERVED = {"tile_id", "source", "image_id", "x", "y", "level", "mpp", "tissue_fraction", "slide_id"}
-
-
-def _sources_from_csv(root: Path, csv_path: Path, cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
-    """Rows of ``path,label[,group][,split][,more...]``; any further column goes to the manifest."""
-    if not csv_path.is_file():
-        raise IngestError(f"labels file {csv_path} does not exist")
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        missing_cols = {"path", "label"} - set(columns)
-        if missing_cols:
-            raise IngestError(f"labels file {csv_path}: missing column(s) {sorted(missing_cols)}; need path,label[,group]")
-        if clash := sorted(_RESERVED & set(columns)):
-            raise IngestError(f"labels file {csv_path}: column(s) {clash} are set by sslray; rename them")
-        rows = list(reader)
-    extra_columns = [c for c in columns if c not in {"path", "label", "group", "split"}]
-    fields = channel_file_fields(root, cfg.channel_pattern) if cfg.layout == "channel-files" else {}
-    sources = []
-    for line, row in enumerate(rows, start=2):
-        path = root / row["path"]
-        if cfg.layout == "channel-files":
-            exists = row["path"] in fields
-        else:
-            exists = path.is_dir() if cfg.layout == "channel-folders" else path.is_file()
-        if not exists:
-            hint = f" (fields are named like {next(iter(fields))})" if fields else ""
-            _fail(cfg, report, str(path), f"listed in {csv_path} line {line} but does not exist{hint}")
-            continue
-        found = fields.get(row["path"])
-        extra = {**(found.extra if found else {}), **{c: row[c] or None for c in extra_columns}}
-        if extra.get("magnification") is not None:
-            try:
-                extra["magnification"] = float(str(extra["magnification"]).rstrip("xX"))
-            except ValueError:
-                raise IngestError(f"labels file {csv_path} line {line}: magnification "
-                                  f"{row['magnification']!r} is not a number") from None
-        sources.append(SourceImage(found.path if found else path, row["path"], row["label"] or None,
-                                   row.get("group") or None, row.get("split") or None, extra,
-                                   found.channel_files if found else None))
-    return sources
 
 
 def _mismatch(channels: list[str], dtype: np.dtype, writer: TileStoreWriter) -> str | None:
@@ -466,7 +340,7 @@ def _foreground_index(cfg: IngestConfig, names: list[str], path: Path) -> int | 
 def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
     """Every image of an HDF5 patch file is one field, ``image_id`` = ``<file>#<index>``."""
     names = hdf5_channel_names(source.path)
-    for index, image in iter_hdf5_images(source.path):
+    for index, image in iter_hdf5_images(source.path, max_pixels=cfg.max_pixels):
         image = to_storable(image, source.path, scaling)
         if min(image.shape[1:]) < cfg.tile_size:
             raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
@@ -485,11 +359,12 @@ def _labels(source: SourceImage) -> dict:
 def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
     """(C, H, W) pixels of one field, and its channel names when the layout provides them."""
     if cfg.layout == "channel-folders":
-        image, keys = read_channel_folder(source.path, cfg.channels)
+        image, keys = read_channel_folder(source.path, cfg.channels, cfg.max_pixels)
     elif source.channel_files is not None:
-        image, keys = read_channel_files(source.channel_files, cfg.channels, f"{source.path}/{Path(source.rel).name}")
+        image, keys = read_channel_files(source.channel_files, cfg.channels, f"{source.path}/{Path(source.rel).name}",
+                                         cfg.max_pixels)
     else:
-        return read_image(source.path), None
+        return read_image(source.path, cfg.max_pixels), None
     return image, [(cfg.channel_names or {}).get(k, k) for k in keys]
 
 
@@ -500,15 +375,6 @@ def _read_checked(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> t
     if min(h, w) < cfg.tile_size:
         raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
     return image, names
-
-
-def _fail(cfg: IngestConfig, report: IngestReport, path: str, reason: str, kept: int = 0) -> None:
-    message = reason if reason.startswith(path) else f"{path}: {reason}"
-    if cfg.on_error == "stop":
-        resume = f"; the {kept} source(s) tiled so far are kept and rerunning the same command resumes" if kept else ""
-        raise IngestError(f"{message} (use --on-error skip to skip bad files{resume})")
-    log.warning("skipping %s", message)
-    report.skipped.append({"path": path, "reason": message})
 
 
 def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foreground_channel: int | None = None
@@ -555,5 +421,6 @@ def _channel_names(cfg: IngestConfig, image: np.ndarray) -> list[str]:
 def _write_report(writer: TileStoreWriter, report: IngestReport) -> None:
     storage.write_json(
         storage.join(writer.staging, "ingest_report.json"),
-        {"n_images": report.n_images, "n_tiles": report.n_tiles, "skipped": report.skipped},
+        {"n_images": report.n_images, "n_tiles": report.n_tiles, "skipped": report.skipped,
+         "linked_outside": report.linked_outside},
     )

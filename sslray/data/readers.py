@@ -15,6 +15,10 @@ import numpy as np
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".qptiff"}  # .ome.tif(f) ends in .tif(f); QPTIFF is a TIFF
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".npy", *TIFF_SUFFIXES}
+# Whole-image readers decode everything at once: a 444 KiB deflate TIFF of 20480 x 20480 took
+# 3.8 GB. 16384^2 pixels per plane is far above any microscope field and stops such bombs;
+# whole slides are read by region and are exempt (docs/security.md).
+MAX_PIXELS = 1 << 28
 
 
 class ImageReadError(ValueError):
@@ -48,12 +52,30 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ImageReadError(f"{path}: cannot read the image header ({type(err).__name__}: {err})") from None
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Return a (C, H, W) uint8/uint16/float32 array, or raise ``ImageReadError``."""
+def check_pixels(path: str | Path, height: int, width: int, max_pixels: int) -> None:
+    """Refuse an image larger than ``max_pixels`` per plane before decoding it."""
+    if height * width > max_pixels:
+        raise ImageReadError(f"{path}: image of {width} x {height} = {height * width:,} pixels is over the limit of "
+                             f"{max_pixels:,} (--max-pixels / max_pixels); raise the limit if the image is genuine "
+                             "and fits in memory, or read it as a whole slide (--format slide)")
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return a (C, H, W) uint8/uint16/float32 array, or raise ``ImageReadError``.
+
+    The size is read from the header first, so an image over ``max_pixels`` is refused
+    before any pixel is decoded.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ImageReadError(f"{path}: unsupported image format {suffix!r} (expected one of {sorted(IMAGE_SUFFIXES)})")
+    try:
+        size = image_size(path)
+    except ImageReadError:
+        size = None  # an unreadable header: the decoder below names the problem
+    if size is not None:
+        check_pixels(path, *size, max_pixels)
     try:
         if suffix == ".npy":
             array = _npy_to_chw(np.load(path, allow_pickle=False), path)
@@ -66,7 +88,8 @@ def read_image(path: str | Path) -> np.ndarray:
     return _check(array, path)
 
 
-def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def read_channel_folder(folder: str | Path, channels: list[str] | None = None, max_pixels: int = MAX_PIXELS
+                        ) -> tuple[np.ndarray, list[str]]:
     """One field stored as one single-channel file per marker (MIBI/IMC exports).
 
     Channel names are the file names without suffix, in sorted order, or ``channels`` (which
@@ -74,10 +97,11 @@ def read_channel_folder(folder: str | Path, channels: list[str] | None = None) -
     """
     folder = Path(folder)
     files = {p.name.split(".")[0]: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    return read_channel_files(files, channels, str(folder))
+    return read_channel_files(files, channels, str(folder), max_pixels)
 
 
-def read_channel_files(files: dict[str, Path], channels: list[str] | None, field: str) -> tuple[np.ndarray, list[str]]:
+def read_channel_files(files: dict[str, Path], channels: list[str] | None, field: str, max_pixels: int = MAX_PIXELS
+                       ) -> tuple[np.ndarray, list[str]]:
     """Stack single-channel files (channel key -> file) into (C, H, W), in ``channels`` order
     or in natural key order (``ch2`` before ``ch10``). Returns (pixels, keys)."""
     names = list(channels) if channels else sorted(files, key=natural_key)
@@ -86,7 +110,7 @@ def read_channel_files(files: dict[str, Path], channels: list[str] | None, field
         raise ImageReadError(f"{field}: channel file(s) {missing or 'any'} not found (has {sorted(files)})")
     planes = []
     for name in names:
-        plane = read_image(files[name])
+        plane = read_image(files[name], max_pixels)
         if plane.shape[0] != 1:
             raise ImageReadError(f"{files[name]}: expected one channel per file, found {plane.shape[0]}")
         if planes and (plane.shape != planes[0].shape or plane.dtype != planes[0].dtype):
@@ -106,7 +130,7 @@ def natural_key(text: str) -> list:
 HDF5_SUFFIXES = {".h5", ".hdf5"}
 
 
-def iter_hdf5_images(path: str | Path, batch: int = 64):
+def iter_hdf5_images(path: str | Path, batch: int = 64, max_pixels: int = MAX_PIXELS):
     """Yield (index, (C, H, W) image) from an HDF5 file with ``Images`` [N, C, H, W] and ``Names`` [C].
 
     This is the patch-file layout of SSL-Multiplexed-Imaging; images are read ``batch`` at a
@@ -125,6 +149,7 @@ def iter_hdf5_images(path: str | Path, batch: int = 64):
         images = handle["Images"]
         if images.ndim != 4:
             raise ImageReadError(f"{path}: 'Images' must be [N, C, H, W], found shape {images.shape}")
+        check_pixels(path, *images.shape[2:], max_pixels)
         for start in range(0, images.shape[0], batch):
             block = images[start : start + batch]
             for offset, image in enumerate(block):
@@ -143,6 +168,7 @@ def hdf5_channel_names(path: str | Path) -> list[str] | None:
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
+    Image.MAX_IMAGE_PIXELS = None  # read_image enforces its own, configurable limit first
     with Image.open(path) as image:
         image.load()
         if image.mode in {"P", "CMYK", "LA", "PA"}:

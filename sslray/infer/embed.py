@@ -98,12 +98,14 @@ def run_embed(cfg: EmbedConfig) -> str:
     from sslray.data.store import TileStore
     from sslray.runtime import cluster_has_gpus, ensure_ray
 
-    ensure_ray()
+    tracking.resolve_uri(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
+    storage.check_destination(cfg.out, "embeddings", "embeddings table", cfg.overwrite)  # before any work
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
+    ensure_ray()
     store = _select(TileStore.open(cfg.store), cfg.data, meta, cfg.checkpoint)
     columns = [c for c in (*ID_COLUMNS, *GROUP_COLUMNS) if c in store.manifest_table.column_names]
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
-    staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table")
+    staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table", kind="embeddings")
     ds = store.to_ray_dataset(columns=columns).map_batches(
         Embedder,
         fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "l2_normalize": cfg.l2_normalize},
