@@ -32,6 +32,8 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray | None, test_fraction: 
     """
     units = groups if groups is not None else np.arange(len(labels))
     per_class = {str(c): len(np.unique(units[labels == c])) for c in np.unique(labels)}
+    if len(per_class) < 2:  # scikit-learn would fail later, once per fit, with its own error
+        raise ValueError(f"the labels hold a single class ({', '.join(per_class) or 'none'}); a probe needs at least 2")
     rarest = min(per_class, key=per_class.get)
     if per_class[rarest] < 2:
         what = "groups" if groups is not None else "samples"

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from sslray import storage, tracking
-from sslray.evaluate.linear_probe import Split, fit_probe, grouped_split, probe_metrics
+from sslray.evaluate.linear_probe import Split, fit_probe, probe_metrics
+from sslray.evaluate.probe_inputs import check_classes, probe_splits, resolve_group_column
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class EvaluateConfig:
     out: str = "sslray-runs"
     name: str = "evaluate"
     label_column: str = "label"
-    group_column: str | None = "group"  # falls back to image_id when the column is absent or empty
+    group_column: str | None = None  # None: "group" if filled, else image_id (printed); a named one must exist
     test_fraction: float = 0.25
     val_fraction: float = 0.2
     c_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
@@ -66,29 +67,22 @@ def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
         raise ValueError(f"{cfg.embeddings}: column {cfg.label_column!r} holds no labels")
     emb = table.column("embedding").combine_chunks()
     features = emb.values.to_numpy().reshape(len(emb), -1)[keep]
-    group_col = _group_column(table, cfg.group_column)
+    where = f"embeddings table {cfg.embeddings}"
+    group_col = resolve_group_column(table, cfg.group_column, keep, where)
     groups = np.asarray(table.column(group_col).to_pylist(), dtype=object)[keep] if group_col else None
+    check_classes(labels[keep].astype(str), groups, where, cfg.label_column, group_col)
     return ProbeData(features.astype(np.float32), labels[keep].astype(str), groups, group_col)
 
 
-def _group_column(table, preferred: str | None) -> str | None:
-    for name in (preferred, "image_id"):
-        if name and name in table.column_names and table.column(name).null_count < table.num_rows:
-            return name
-    return None
-
-
 def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
+    data = load_probe_data(cfg)  # the table and its labels are checked before Ray starts
+    outer, inner = probe_splits(data.labels, data.groups, cfg.test_fraction, cfg.val_fraction, cfg.seed,
+                                f"embeddings table {cfg.embeddings}")
     from ray import tune
 
     from sslray.runtime import ensure_ray
 
     ensure_ray()
-    data = load_probe_data(cfg)
-    outer = grouped_split(data.labels, data.groups, cfg.test_fraction, cfg.seed)
-    train_groups = data.groups[outer.train] if data.groups is not None else None
-    inner_local = grouped_split(data.labels[outer.train], train_groups, cfg.val_fraction, cfg.seed + 1)
-    inner = Split(outer.train[inner_local.train], outer.train[inner_local.test])
     trainable = tune.with_resources(
         tune.with_parameters(
             _tune_trial, features=data.features, labels=data.labels, inner=inner, max_iter=cfg.max_iter, seed=cfg.seed
