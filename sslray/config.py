@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from sslray.credentials import refuse_inline_credentials
+
 C = TypeVar("C")
 
 
@@ -171,6 +173,7 @@ def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
     if tp is str:
         if isinstance(value, str):
+            refuse_inline_credentials(value, key)  # store=s3://KEY:SECRET@... would be echoed everywhere
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)

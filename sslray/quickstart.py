@@ -141,6 +141,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(storage.local_path(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
+    _check_tracking(cfg, out)
     store = _ingest(cfg, out)
     pretrain = _pretrain_config(cfg, out, store)
     from sslray.train.ray_train import run_pretrain
@@ -212,6 +213,16 @@ def _ingest(cfg: QuickstartConfig, out: Path) -> TileStore:
         tile = cfg.tile_size or default_tile_size(cfg.data)
         ingest = IngestConfig(src=cfg.data, dest=store_url, labels=cfg.labels, tile_size=tile)
     return ingest_folder(ingest)
+
+
+def _check_tracking(cfg: QuickstartConfig, out: Path) -> None:
+    """Inline credentials or a dead tracking server fail now, not after the ingest (docs/security.md)."""
+    from sslray.tracking import TrackingConfig, check
+
+    given: dict[str, Any] = {}
+    for item in (o for o in cfg.overrides if o.startswith("tracking.")):
+        apply_override(given, item)
+    check(from_dict(TrackingConfig, given.get("tracking", {}), "tracking"), str(out))
 
 
 def _pretrain_config(cfg: QuickstartConfig, out: Path, store: TileStore) -> PretrainConfig:

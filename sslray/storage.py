@@ -14,6 +14,8 @@ from typing import Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+from sslray.credentials import refuse_inline_credentials
+
 SUCCESS_MARKER = "_SUCCESS"
 
 
@@ -30,6 +32,7 @@ def local_path(url: str) -> str:
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    refuse_inline_credentials(str(url), "URL")  # every file sslray touches comes through here
     fs, path = fsspec.core.url_to_fs(local_path(url))
     return fs, path
 

@@ -12,11 +12,14 @@ everyone who can reach it.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sslray.credentials import CredentialsError, is_secret, redact_url, refuse_inline_credentials
 
 PROJECT = Path(__file__).resolve().parents[1]
 JOBS = PROJECT / "jobs"
@@ -42,14 +45,25 @@ class SubmitConfig:
     submission_id: str | None = None
 
     def __post_init__(self) -> None:
-        from sslray.tracking import is_secret
-
         if self.stage not in stages():
             raise SubmitError(f"unknown stage {self.stage!r}: jobs/ has {', '.join(stages())}")
         secret = sorted(k for k in self.env if is_secret(k))
         if secret:
             raise SubmitError(f"--env {', '.join(secret)}: credentials must not travel with a job (its runtime "
                               "environment is shown on the dashboard); give them to the cluster's nodes instead")
+        for key, value in self.env.items():
+            _refuse(value, f"--env {key}")
+        for i, arg in enumerate(self.args):  # the entrypoint is shown on the dashboard too
+            key = re.match(r"[\w.-]+(?==)", arg)
+            _refuse(arg, f"job argument {key.group(0) if key else i + 1}")
+
+
+def _refuse(value: str, where: str) -> None:
+    """A URL with user:password@ in it must not reach the dashboard (env, entrypoint) or our prints."""
+    try:
+        refuse_inline_credentials(value, where)
+    except CredentialsError as err:
+        raise SubmitError(str(err)) from None
 
 
 def stages() -> list[str]:
@@ -65,12 +79,9 @@ def resolve_address(address: str | None) -> str:
 
 
 def runtime_env(cfg: SubmitConfig) -> dict:
-    from sslray.tracking import redact
-
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    if redact(env_vars) != env_vars:  # a URL with user:password in it
-        raise SubmitError("MLFLOW_TRACKING_URI or AWS_ENDPOINT_URL carries credentials (user:password@); set "
-                          "MLFLOW_TRACKING_USERNAME/PASSWORD on the cluster's nodes instead")
+    for key, value in env_vars.items():  # a URL with user:password in it would show on the dashboard
+        _refuse(value, f"${key}")
     return {"working_dir": str(PROJECT), "excludes": UPLOAD_EXCLUDES, "env_vars": {**env_vars, **cfg.env}}
 
 
@@ -86,7 +97,7 @@ def submit(cfg: SubmitConfig) -> int:
     client = _client(resolve_address(cfg.address))
     job_id = client.submit_job(entrypoint=entrypoint(cfg), runtime_env=runtime_env(cfg),
                                submission_id=cfg.submission_id, metadata={"sslray.stage": cfg.stage})
-    print(f"submitted {cfg.stage} as job {job_id} to {client.get_address()}", file=sys.stderr, flush=True)
+    print(f"submitted {cfg.stage} as job {job_id} to {redact_url(client.get_address())}", file=sys.stderr, flush=True)
     if not cfg.wait:
         print(job_id)
         return 0
@@ -125,6 +136,6 @@ def _client(address: str):
     try:
         return JobSubmissionClient(address)
     except ConnectionError as err:
-        raise SubmitError(f"cannot reach the Ray Jobs API at {address}: {err}. Start a port-forward "
+        raise SubmitError(f"cannot reach the Ray Jobs API at {redact_url(f'{address}: {err}')}. Start a port-forward "
                           "(`ray dashboard cluster/aws.yaml` or `kubectl port-forward svc/sslray-head-svc 8265`) "
                           "or pass --address") from None

@@ -4,25 +4,30 @@ Embedded default: a SQLite store under the run's output directory (MLflow 3 refu
 plain file store), with artifacts next to it. ``MLFLOW_TRACKING_URI`` or a configured URI
 switches to a tracking server. Anything that looks like a credential is dropped before it
 reaches MLflow: configs can carry storage options, and MLflow params are readable by
-everyone with access to the server.
+everyone with access to the server. A URI with an inline password is refused and a dead
+server is reported in one line before a stage starts (docs/security.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sslray import storage
 from sslray.config import flatten
+from sslray.credentials import REDACTED, SECRET_KEYS, SECRET_PATTERN, is_secret, redact, redact_url  # noqa: F401
+from sslray.credentials import refuse_inline_credentials
 
-SECRET_PATTERN = re.compile(r"(secret|password|passwd|token|credential|api[_-]?key|access[_-]?key|session)", re.I)
-SECRET_KEYS = {"key", "secret"}  # s3fs's names for the access key and secret
-REDACTED = "<redacted>"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
+PROBE_TIMEOUT_S = 5.0  # one request; MLflow's own client retries a dead server for minutes
+_REACHABLE: set[str] = set()  # servers probed from this process
+
+
+class TrackingUnreachable(ConnectionError):
+    """The tracking server did not answer the probe; the message names it (without credentials)."""
 
 
 @dataclass
@@ -31,39 +36,67 @@ class TrackingConfig:
     experiment: str = "sslray"
 
 
-def resolve_uri(cfg: TrackingConfig, out_dir: str) -> str:
+def resolve_uri(cfg: TrackingConfig, out_dir: str, probe: bool = True) -> str:
+    """The run's tracking URI: a URI with inline credentials is refused, a dead server reported (``probe``)."""
+    uri = _configured_uri(cfg, out_dir)
+    if probe:
+        check_reachable(uri)
+    return uri
+
+
+def check(cfg: TrackingConfig, out_dir: str) -> None:
+    """What every stage calls before any work (and before Ray starts): ``resolve_uri``'s refusals
+    and probe, without creating the SQLite store's folder yet."""
+    check_reachable(_configured_uri(cfg, out_dir, create=False))
+
+
+def _configured_uri(cfg: TrackingConfig, out_dir: str, create: bool = True) -> str:
     if cfg.uri:
+        refuse_inline_credentials(cfg.uri, "tracking.uri")
         return cfg.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        refuse_inline_credentials(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
         return os.environ["MLFLOW_TRACKING_URI"]
     if storage.is_remote(out_dir):
         raise ValueError(
-            f"outputs go to {out_dir} but no tracking server is set: set MLFLOW_TRACKING_URI or tracking.uri "
-            "(a SQLite file cannot live on object storage)"
+            f"outputs go to {redact_url(out_dir)} but no tracking server is set: set MLFLOW_TRACKING_URI or "
+            "tracking.uri (a SQLite file cannot live on object storage)"
         )
     path = Path(storage.local_path(out_dir))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
 
 
-def redact(data: Any) -> Any:
-    """Replace values whose key names a credential; recurse through dicts and lists."""
-    if isinstance(data, dict):
-        return {k: (REDACTED if is_secret(k) else redact(v)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact(v) for v in data]
-    if isinstance(data, str):
-        return _strip_url_credentials(data)
-    return data
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """One short GET of ``<uri>/health``; any HTTP answer (even 401 or 404) means the server is up."""
+    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        pass  # something answers TLS; MLflow reports certificate problems itself
+    except requests.exceptions.RequestException as err:
+        raise TrackingUnreachable(
+            f"tracking server {redact_url(uri)} is unreachable ({_reason(err, timeout)}); start it, or point "
+            "tracking.uri / MLFLOW_TRACKING_URI at a running server") from None
+    _REACHABLE.add(uri)
 
 
-def is_secret(key: object) -> bool:
-    return str(key).lower() in SECRET_KEYS or bool(SECRET_PATTERN.search(str(key)))
+def _reason(err: Exception, timeout: float) -> str:
+    import requests
 
-
-def _strip_url_credentials(value: str) -> str:
-    """``s3://key:secret@host/...`` -> ``s3://<redacted>@host/...``."""
-    return re.sub(r"(://)[^/@\s]+:[^/@\s]+@", r"\1" + REDACTED + "@", value)
+    text = str(err).lower()
+    if isinstance(err, requests.exceptions.Timeout):
+        return f"no answer within {timeout:g} s"
+    if "refused" in text:
+        return "connection refused"
+    if any(s in text for s in ("name or service not known", "nodename nor servname", "name resolution",
+                               "getaddrinfo")):
+        return "host name not found"
+    return f"cannot connect: {type(err).__name__}"
 
 
 def get_experiment_id(uri: str, name: str, out_dir: str | None) -> str:
@@ -158,6 +191,8 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 
 def ui_hint(uri: str) -> str:
+    """What to run or open to see the runs; the URI is redacted, like everything sslray prints."""
+    uri = redact_url(uri)
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri}"
     return f"open {uri} in a browser"

@@ -15,6 +15,6 @@ def test_credentials_never_reach_params():
 def test_embedded_default_is_sqlite_under_out(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_uri(TrackingConfig(), str(tmp_path)) == f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert resolve_uri(TrackingConfig(), str(tmp_path)) == "http://127.0.0.1:5000"
-    assert resolve_uri(TrackingConfig(uri="http://x:1"), str(tmp_path)) == "http://x:1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # nothing listens: no probe here
+    assert resolve_uri(TrackingConfig(), str(tmp_path), probe=False) == "http://127.0.0.1:5000"
+    assert resolve_uri(TrackingConfig(uri="http://x:1"), str(tmp_path), probe=False) == "http://x:1"

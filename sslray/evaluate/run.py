@@ -75,6 +75,7 @@ def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
 
 
 def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
+    tracking.check(cfg.tracking, cfg.out)  # inline credentials, a dead server: fail before any work
     data = load_probe_data(cfg)  # the table and its labels are checked before Ray starts
     outer, inner = probe_splits(data.labels, data.groups, cfg.test_fraction, cfg.val_fraction, cfg.seed,
                                 f"embeddings table {cfg.embeddings}")
@@ -133,7 +134,7 @@ def _track(cfg, data: ProbeData, outer: Split, best_c, trials, scores, tags) -> 
 
     mlflow.MlflowClient(uri).set_tag(run_id, "sslray.group_column", str(data.group_column))
     tracking.end_run(uri, run_id)
-    log.info("evaluate run %s logged to %s", run_id, uri)
+    log.info("evaluate run %s logged to %s", run_id, tracking.redact_url(uri))
 
 
 def _c_step(c: float) -> int:

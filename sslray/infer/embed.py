@@ -98,7 +98,7 @@ def run_embed(cfg: EmbedConfig) -> str:
     from sslray.data.store import TileStore
     from sslray.runtime import cluster_has_gpus, ensure_ray
 
-    tracking.resolve_uri(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
+    tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
     storage.check_destination(cfg.out, "embeddings", "embeddings table", cfg.overwrite)  # before any work
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
     ensure_ray()

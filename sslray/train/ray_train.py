@@ -51,12 +51,13 @@ log = logging.getLogger(__name__)
 class PretrainResult:
     checkpoint: str  # URL of the final checkpoint directory
     run_id: str
-    tracking_uri: str
+    tracking_uri: str  # redacted, safe to print (summary.json, the CLI's JSON)
     steps: int
     summary: dict[str, Any] | None = None  # throughput of this attempt (None when it found the run finished)
 
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
+    uri = tracking.resolve_uri(cfg.tracking, cfg.out)  # inline credentials, a dead server: fail before Ray starts
     ensure_ray()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -66,7 +67,6 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     DataContext.get_current().enable_progress_bars = False  # the workers print their own progress line
     store = TileStore.open(cfg.store).select(cfg.data)
     plan = training_plan(cfg, store)
-    uri = tracking.resolve_uri(cfg.tracking, cfg.out)
     run_id = _tracking_run(cfg, uri, plan)
     storage.write_json(storage.join(checkpoint_root(cfg.out), cfg.name, "sslray_config.json"),
                        tracking.redact(to_dict(cfg)))
@@ -97,7 +97,7 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     _log_final(uri, run_id, checkpoint, summary)
     if summary:
         print(format_summary(summary, checkpoint, tracking.ui_hint(uri)), file=sys.stderr, flush=True)
-    return PretrainResult(checkpoint, run_id, uri, plan["total_steps"], summary)
+    return PretrainResult(checkpoint, run_id, tracking.redact_url(uri), plan["total_steps"], summary)
 
 
 def checkpoint_root(out: str) -> str:
