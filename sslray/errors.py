@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import re
 
+from sslray.credentials import redact_url
+
 # What a user's input can cause. Plain RuntimeError/TypeError mean a bug and keep their traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, FileExistsError,
                                                  ConnectionError, PermissionError, IsADirectoryError,
                                                  NotADirectoryError)
 _USER_ERROR_NAMES = "|".join(sorted({c.__name__ for c in USER_ERRORS} | {
     "StoreError", "IngestError", "ImageReadError", "WeightsError", "CheckpointError", "ConfigError", "LabelsError",
-    "OutputError", "IntensityError"}))
+    "OutputError", "IntensityError", "CredentialsError", "TrackingUnreachable"}))
 # A traceback's last line: "sslray.data.store.StoreError: msg" (optionally module-qualified).
 _RAISED_LINE = re.compile(rf"^(?:[\w.]+\.)?(?:{_USER_ERROR_NAMES}): (.+)$", re.M)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def user_message(err: BaseException) -> str | None:
-    """The one-line message of the input problem behind ``err``, or None if ``err`` is a bug."""
+    """The one-line message of the input problem behind ``err`` (URLs redacted, since third-party
+    messages may quote one with its credentials), or None if ``err`` is a bug."""
+    message = _find_message(err)
+    return None if message is None else redact_url(message)
+
+
+def _find_message(err: BaseException) -> str | None:
     for inner in _chain(err):
         if _is_wrapper(inner):
             continue

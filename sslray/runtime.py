@@ -21,7 +21,9 @@ def ensure_ray(num_cpus: int | None = None, object_store_memory: int | None = No
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict = {"log_to_driver": True, "configure_logging": False}
     if address:
-        log.info("connecting to the Ray cluster at %s", address)
+        from sslray.credentials import redact_url
+
+        log.info("connecting to the Ray cluster at %s", redact_url(address))
         ray.init(address=address, **kwargs)
         return
     if num_cpus is not None:

@@ -180,13 +180,19 @@ def _is_own_partial(url: str, kind: str) -> bool:
     return kind == "tile_store" and exists(join(url, "_ingest", "plan.json"))  # ingests before the marker
 
 
-def ensure_folder(url: str, what: str) -> str:
-    """Create a folder-shaped destination such as a run directory (``out``), naming the problem
-    when a file stands in the way; returns its URL."""
+def check_folder(url: str, what: str) -> None:
+    """A folder-shaped destination such as a run directory (``out``) can be created or reused:
+    no file stands at it or above it (which makedirs would report as a bare Errno 17)."""
     _check_parents(url, what)
     fs, path = filesystem(url)
     if fs.exists(path) and not fs.isdir(path):
         raise OutputError(f"{what} {url}: a file is there, not a folder; choose another path")
+
+
+def ensure_folder(url: str, what: str) -> str:
+    """Create a folder-shaped destination (see ``check_folder``); returns its URL."""
+    check_folder(url, what)
+    fs, path = filesystem(url)
     fs.makedirs(path, exist_ok=True)
     return url
 

@@ -38,6 +38,7 @@ class TrackingConfig:
 
 def resolve_uri(cfg: TrackingConfig, out_dir: str, probe: bool = True) -> str:
     """The run's tracking URI: a URI with inline credentials is refused, a dead server reported (``probe``)."""
+    storage.check_folder(out_dir, "run directory (out)")
     uri = _configured_uri(cfg, out_dir)
     if probe:
         check_reachable(uri)
@@ -47,6 +48,7 @@ def resolve_uri(cfg: TrackingConfig, out_dir: str, probe: bool = True) -> str:
 def check(cfg: TrackingConfig, out_dir: str) -> None:
     """What every stage calls before any work (and before Ray starts): ``resolve_uri``'s refusals
     and probe, without creating the SQLite store's folder yet."""
+    storage.check_folder(out_dir, "run directory (out)")
     check_reachable(_configured_uri(cfg, out_dir, create=False))
 
 

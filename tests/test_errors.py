@@ -45,3 +45,8 @@ def test_an_error_raised_in_a_ray_data_task_comes_back_as_one_line(ray_session):
     with pytest.raises(Exception) as info:
         ray_session.data.range(2).map_batches(read).materialize()
     assert user_message(info.value) == "/s/tiles.zarr/c/2/0/0/0: chunk checksum mismatch"
+
+
+def test_urls_in_messages_are_redacted():
+    message = user_message(ValueError("cannot reach s3://AKIAXXX:SECRETKEY@bucket/x"))
+    assert "SECRETKEY" not in message and "bucket/x" in message

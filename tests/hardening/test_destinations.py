@@ -129,3 +129,15 @@ def test_run_directory_that_is_a_file_is_named(tmp_path):
     target.write_text("x")
     with pytest.raises(storage.OutputError, match="a file is there"):
         storage.ensure_folder(str(target), "run directory (out)")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "evaluate"])
+def test_a_run_directory_that_is_a_file_is_refused_before_any_work(tiny_store, tmp_path, capsys, stage):
+    target = tmp_path / "runs"
+    target.write_text("keep")
+    args = {"pretrain": ["pretrain", "--config", "configs/quickstart.yaml", f"store={tiny_store.url}"],
+            "evaluate": ["evaluate", "--embeddings", str(tmp_path / "emb")]}[stage]
+    code = main([*args, f"out={target}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"run directory (out) {target}: a file is there" in err and "Errno" not in err
+    assert target.read_text() == "keep"
