@@ -6,7 +6,9 @@ every epoch after the first):
 
 - baseline: one PNG per tile, decoded with Pillow in a torch ``DataLoader`` with shuffling
   (the pattern of the seed codebases);
-- zarr: the tile store read shard by shard in the same process (no Ray, no shuffle);
+- zarr: the tile store read shard by shard in the same process (no Ray, no shuffle), and the
+  same tiles written in the format-1 layout (no per-chunk crc32c), passes interleaved, to price
+  the checksum every read now verifies (the "chunk crc32c read cost" row: rate with / without);
 - training path: the tile store through sslray's Ray Data datasource, whole blocks into the
   shuffle buffer that mixes shards into each batch (what training workers consume);
 - ingest: MB/s of pixels written by ``sslray ingest`` from the PNG folder (Ray Data tiling).
@@ -40,6 +42,7 @@ import torch
 from PIL import Image
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NO_CRC = "format 1 (no chunk crc32c)"
 
 
 def make_tiles(folder: Path, n: int, size: int, seed: int = 0) -> Path:
@@ -99,7 +102,8 @@ def bench_baseline(files: list[str], batch: int, workers: int) -> float:
     return tiles_per_s(lambda: iter(loader), len(files))
 
 
-def bench_zarr(store, batch: int) -> float:
+def zarr_batches(store, batch: int):
+    """The store read shard by shard in this process (no Ray, no shuffle)."""
     array = store.tiles()
     shard = store.info.shard_tiles
 
@@ -108,10 +112,40 @@ def bench_zarr(store, batch: int) -> float:
             block = torch.from_numpy(np.asarray(array[start : start + shard]))
             yield from block.split(batch)
 
-    return tiles_per_s(batches, len(store))
+    return batches
+
+
+def format_1_copy(store, dest: Path):
+    """The same tiles and manifest written without the per-chunk crc32c (stores before format 2)."""
+    from sslray.data.store import TileStoreWriter
+
+    info = store.info
+    writer = TileStoreWriter(str(dest), info.channels, np.dtype(info.dtype), info.tile_size, chunk_checksums=False)
+    rows = [{k: v for k, v in row.items() if k != "tile_id"} for row in store.manifest_table.to_pylist()]
+    for start in range(0, len(store), info.shard_tiles):
+        stop = min(start + info.shard_tiles, len(store))
+        writer.append(store.read(start, stop), rows[start:stop])
+    return writer.close()
+
+
+def bench_checksum_cost(store, old, batch: int, make=None, rounds: int = 7) -> tuple[float, float]:
+    """Median read rate (``make``: zarr_batches or training_batches) with and without chunk
+    checksums, one pass of each in turn, so load from anything else on a shared 2-core machine
+    falls on both alike."""
+    make = make or zarr_batches
+    batches = {"crc": make(store, batch), "old": make(old, batch)}
+    rates = {"crc": [], "old": []}
+    for _ in range(rounds):
+        for key, make_batches in batches.items():
+            rates[key].append(tiles_per_s(make_batches, len(store), passes=1))
+    return float(np.median(rates["crc"])), float(np.median(rates["old"]))
 
 
 def bench_training_path(store, batch: int) -> float:
+    return tiles_per_s(training_batches(store, batch), len(store))
+
+
+def training_batches(store, batch: int):
     """What ``train_loop_per_worker`` does: whole blocks -> shuffle buffer -> torch batches."""
     from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 
@@ -123,7 +157,7 @@ def bench_training_path(store, batch: int) -> float:
         for b in shuffled_batches(({"image": b["image"]} for b in blocks), batch, buffer, drop_last=False):
             yield torch.from_numpy(b["image"])
 
-    return tiles_per_s(batches, len(store))
+    return batches
 
 
 def main() -> None:
@@ -158,10 +192,15 @@ def run_all(args, bucket: str | None) -> tuple[list[tuple[str, float]], float]:
         start = time.perf_counter()
         store = ingest_folder(IngestConfig(src=str(folder), dest=str(Path(tmp) / "store"), tile_size=args.size))
         ingest_s = time.perf_counter() - start
+        old = format_1_copy(store, Path(tmp) / "store_v1")
+        zarr_crc, zarr_old = bench_checksum_cost(store, old, args.batch)
+        train_crc, train_old = bench_checksum_cost(store, old, args.batch, training_batches, rounds=5)
         rows = [
             ("local: PNG per tile + DataLoader (baseline)", bench_baseline(files, args.batch, args.workers)),
-            ("local: tile store, zarr in one process", bench_zarr(store, args.batch)),
-            ("local: tile store, Ray Data training path", bench_training_path(store, args.batch)),
+            ("local: tile store, zarr in one process", zarr_crc),
+            (f"local: tile store, zarr in one process, {NO_CRC}", zarr_old),
+            ("local: tile store, Ray Data training path", train_crc),
+            (f"local: tile store, Ray Data training path, {NO_CRC}", train_old),
         ]
         if bucket:
             rows += bench_s3(bucket, folder, files, store, args)
@@ -220,6 +259,9 @@ def write_results(args, rows: list[tuple[str, float]], ingest_mb_s: float) -> No
     import ray
 
     baselines = {label.split(":")[0]: rate for label, rate in rows if "baseline" in label}
+    rates = dict(rows)
+    crc_ratios = {label.split(": ", 1)[1]: rate / rates[f"{label}, {NO_CRC}"]
+                  for label, rate in rows if f"{label}, {NO_CRC}" in rates}
     ratio = {label: rate / baselines[label.split(":")[0]] for label, rate in rows}
     RESULTS.mkdir(exist_ok=True)
     name = f"ingest_stream_{args.device}_ray{ray.__version__}_torch{torch.__version__.split('+')[0]}.csv"
@@ -230,11 +272,16 @@ def write_results(args, rows: list[tuple[str, float]], ingest_mb_s: float) -> No
             writer.writerow([label, round(rate, 1), round(ratio[label], 2), args.tiles, args.size, args.batch,
                              args.workers])
         writer.writerow(["ingest (MB/s of pixels)", round(ingest_mb_s, 1), "", args.tiles, args.size, "", args.workers])
+        for label, ratio_crc in crc_ratios.items():
+            writer.writerow([f"chunk crc32c: {label}, rate with / without", round(ratio_crc, 3), "", args.tiles,
+                             args.size, args.batch, args.workers])
     print(f"| path ({args.tiles} x {args.size}-px RGB tiles, batch {args.batch}, {args.workers} workers) "
           "| tiles/s | vs baseline |\n|---|---|---|")
     for label, rate in rows:
         print(f"| {label} | {rate:.0f} | {ratio[label]:.2f}x |")
     print(f"| ingest from PNG folder | {ingest_mb_s:.1f} MB/s | |")
+    for label, ratio_crc in crc_ratios.items():
+        print(f"chunk crc32c, {label}: rate with / without = {ratio_crc:.3f} ({(1 - ratio_crc) * 100:.1f}% cost)")
     print(f"\nwrote {RESULTS / name}")
 
 

@@ -3,7 +3,8 @@
 ``ray.data.read_zarr`` (Ray 2.60) accepts only zarr-python 2 stores, so sslray reads its
 v3 store with its own datasource: one read task per shard (the unit one S3 object holds),
 each opening the store inside the task (async fsspec filesystems are not fork-safe) and
-emitting one block of tiles plus the manifest columns asked for.
+emitting one block of tiles plus the manifest columns asked for. A damaged shard raises a
+StoreError naming it inside the task, so the Ray task error carries that message to the driver.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray.data.block import Block, BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from sslray import storage
+from sslray.data.integrity import checked_read
 from sslray.data.pairs import PairPolicy, make_pairs
 from sslray.data.store import TILES, TileStore, open_zarr_group
 
@@ -79,9 +81,11 @@ def _reader(url: str, rows: np.ndarray, partners: np.ndarray | None, channel_ind
             columns: pa.Table | None, shuffle: bool):
     def read() -> Iterable[Block]:
         tiles = open_zarr_group(storage.join(url, TILES), "r")["tiles"]
-        images = _read_rows(tiles, rows)
+        with checked_read(url, tiles, rows):
+            images = _read_rows(tiles, rows)
         if partners is not None:
-            images = np.stack([images, _read_rows(tiles, partners)], axis=1)  # (n, 2, C, H, W)
+            with checked_read(url, tiles, partners):
+                images = np.stack([images, _read_rows(tiles, partners)], axis=1)  # (n, 2, C, H, W)
         if channel_index is not None:
             images = images[..., channel_index, :, :]
         order = np.random.default_rng().permutation(len(rows)) if shuffle else np.arange(len(rows))

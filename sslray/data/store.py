@@ -18,10 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sslray import storage
-from sslray.data.integrity import write_checksums
+from sslray.artifacts import require_artifact
+from sslray.data.integrity import checked_read, write_checksums
 from sslray.data.selection import Selection
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every chunk carries a crc32c, checked on every read; 1 (no chunk checksums) still reads
 TILES = "tiles.zarr"
 MANIFEST = "manifest.parquet"
 TARGET_CHUNK_BYTES = 2 << 20  # ~2 MiB uncompressed per chunk: one S3 GET moves enough data
@@ -33,7 +34,7 @@ COMPRESSION = {"lz4": 5, "zstd": 3}
 
 
 class StoreError(ValueError):
-    """A tile store is missing, incomplete or inconsistent; the message names the URL."""
+    """A tile store is missing, incomplete, damaged or inconsistent; the message names the URL."""
 
 
 @dataclass
@@ -120,13 +121,7 @@ class TileStore:
     @classmethod
     def open(cls, url: str) -> TileStore:
         url = str(url)
-        if not storage.exists(url):
-            raise StoreError(f"tile store {url} does not exist")
-        if not storage.is_complete(url):
-            raise StoreError(
-                f"tile store {url} is incomplete (no {storage.SUCCESS_MARKER}): an ingest was interrupted "
-                "or is still running; run the ingest again"
-            )
+        require_artifact(url, ("tile_store",), missing=StoreError, wrong=StoreError)
         attrs = dict(open_zarr_group(storage.join(url, TILES), "r").attrs)
         try:
             info = StoreInfo(**attrs["sslray"])
@@ -159,12 +154,17 @@ class TileStore:
         return open_zarr_group(storage.join(self.url, TILES), "r")["tiles"]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tiles ``start:stop`` of this view, (N, C, H, W)."""
+        """Tiles ``start:stop`` of this view, (N, C, H, W); a damaged shard is a StoreError naming it."""
+        array = self.tiles()
         if self.rows is None:
-            tiles = np.asarray(self.tiles()[start:stop])
+            with checked_read(self.url, array, range(start, min(stop, len(self._store_manifest)))):
+                tiles = np.asarray(array[start:stop])
         else:
             rows = self.rows[start:stop]
-            tiles = np.asarray(self.tiles()[int(rows[0]) : int(rows[-1]) + 1])[rows - rows[0]] if len(rows) else None
+            tiles = None
+            if len(rows):
+                with checked_read(self.url, array, range(int(rows[0]), int(rows[-1]) + 1)):
+                    tiles = np.asarray(array[int(rows[0]) : int(rows[-1]) + 1])[rows - rows[0]]
         if tiles is None:
             return np.empty((0, self.info.n_channels, self.info.tile_size, self.info.tile_size), self.info.dtype)
         return tiles if self.channel_index is None else tiles[:, self.channel_index]
@@ -184,11 +184,13 @@ class TileStoreWriter:
     """Appends tiles shard by shard, then publishes the store atomically on ``close``."""
 
     def __init__(self, url: str, channels: list[str], dtype: np.dtype, tile_size: int, overwrite: bool = False,
-                 staging: str | None = None, compression: str = "lz4"):
-        """``staging``: build inside this already-prepared location (a resumable ingest's)."""
+                 staging: str | None = None, compression: str = "lz4", chunk_checksums: bool = True):
+        """``staging``: build inside this already-prepared location (a resumable ingest's).
+        ``chunk_checksums=False`` writes the format-1 layout (to test and price reading old stores)."""
         if compression not in COMPRESSION:
             raise StoreError(f"compression must be one of {sorted(COMPRESSION)}, got {compression!r}")
         self.compression = compression
+        self.chunk_checksums = chunk_checksums
         self.url = str(url)
         self.channels = list(channels)
         self.dtype = np.dtype(dtype)
@@ -210,20 +212,9 @@ class TileStoreWriter:
             raise StoreError(str(err)) from None
 
     def _create_array(self):
-        from zarr.codecs import BloscCodec
-
         group = open_zarr_group(storage.join(self.staging, TILES), "w")
-        c, t = len(self.channels), self.tile_size
-        return group.create_array(
-            "tiles",
-            shape=(0, c, t, t),
-            chunks=(self.chunk_tiles, c, t, t),
-            shards=(self.shard_tiles, c, t, t),
-            dtype=self.dtype,
-            compressors=BloscCodec(cname=self.compression, clevel=COMPRESSION[self.compression],
-                                   shuffle="bitshuffle" if self.dtype.itemsize > 1 else "shuffle"),
-            fill_value=0,
-        )
+        return create_tiles_array(group, (len(self.channels), self.tile_size, self.tile_size), self.dtype,
+                                  self.chunk_tiles, self.shard_tiles, self.compression, self.chunk_checksums)
 
     def append(self, tiles: np.ndarray, rows: list[dict[str, Any]]) -> None:
         expected = (len(self.channels), self.tile_size, self.tile_size)
@@ -262,18 +253,44 @@ class TileStoreWriter:
             scale=self.scale,
             chunk_tiles=self.chunk_tiles,
             shard_tiles=self.shard_tiles,
+            format_version=FORMAT_VERSION if self.chunk_checksums else 1,
             **self._stats.summary(),
         )
         group = open_zarr_group(storage.join(self.staging, TILES), "r+")
         group.attrs.update({"sslray": asdict(info), **(extra_attrs or {})})
         storage.write_bytes(storage.join(self.staging, MANIFEST), _manifest_bytes(self._rows))
         write_checksums(self.staging)
-        storage.publish_output(self.staging, self.url, {"n_tiles": info.n_tiles, "format_version": FORMAT_VERSION})
+        storage.publish_output(self.staging, self.url, {"kind": "tile_store", "n_tiles": info.n_tiles,
+                                                        "format_version": info.format_version})
         return TileStore.open(self.url)
 
     def abort(self) -> None:
         """Remove everything this writer wrote; a published store is never touched."""
         storage.remove(self.staging)
+
+
+def create_tiles_array(group, tile_shape: tuple[int, int, int], dtype: np.dtype, chunk_tiles: int, shard_tiles: int,
+                       compression: str = "lz4", checksum: bool = True):
+    """The ``tiles`` array: blosc-compressed chunks, each followed by a crc32c of its compressed
+    bytes (``checksum``), so zarr checks every chunk it decodes; the shard index has its own.
+
+    Without the chunk checksum a flipped byte inside a chunk often decodes to wrong pixels with no
+    error; only ``sslray store verify`` (a SHA-256 of every file) would notice. ``checksum=False``
+    writes the format-1 layout (tests and the benchmark price the check against it).
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    blosc = BloscCodec(cname=compression, clevel=COMPRESSION[compression],
+                       shuffle="bitshuffle" if np.dtype(dtype).itemsize > 1 else "shuffle")
+    return group.create_array(
+        "tiles",
+        shape=(0, *tile_shape),
+        chunks=(chunk_tiles, *tile_shape),
+        shards=(shard_tiles, *tile_shape),
+        dtype=dtype,
+        compressors=[blosc, Crc32cCodec()] if checksum else blosc,  # crc32c after blosc: checks the stored bytes
+        fill_value=0,
+    )
 
 
 def _manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
