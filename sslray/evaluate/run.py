@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from sslray import storage, tracking
+from sslray.artifacts import PROBE_TABLES, require_artifact
 from sslray.evaluate.linear_probe import Split, fit_probe, probe_metrics
 from sslray.evaluate.probe_inputs import check_classes, probe_splits, resolve_group_column
 
@@ -55,8 +56,7 @@ class ProbeData:
 
 
 def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
-    if not storage.is_complete(cfg.embeddings):
-        raise FileNotFoundError(f"embeddings table {cfg.embeddings} is missing or incomplete (no _SUCCESS)")
+    require_artifact(cfg.embeddings, PROBE_TABLES)  # names a tile store, image folder or typo as such
     fs, path = storage.filesystem(cfg.embeddings)
     table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
     if cfg.label_column not in table.column_names:
