@@ -17,7 +17,7 @@ def ray_session():
     """One local Ray for the whole session; Ray start-up costs seconds on 2 cores.
 
     More logical CPUs than cores, so Ray Data read tasks never wait behind a Train worker
-    or Tune trial holding the only CPU (design.md §7).
+    or Tune trial holding the only CPU (docs/stack_facts.md).
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():

@@ -1,4 +1,4 @@
-"""Second-level SSL: tile embeddings of a spot -> one spot embedding (design.md §4).
+"""Second-level SSL: tile embeddings of a spot -> one spot embedding (docs/methods/spot_aggregator.md).
 
 A spot (TMA spot, slide region, any group of tiles sharing ``spot_column``) is laid out on
 its tile grid and read by a small ViT with one token per tile and no position embedding,

@@ -6,7 +6,7 @@ negatives and skews batch statistics. Training therefore keeps a buffer of sever
 thousand tiles from many shards and draws each batch at random from it, replacing what it
 took with the newest tiles (swap-remove, so a batch costs O(batch) copies). Ray Data's own
 ``local_shuffle_buffer_size`` does the same through Arrow concatenation and was measured
-about 18x slower here (design.md §7).
+about 18x slower here (docs/stack_facts.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ ships uint8 tiles (the cheapest thing to move) and the GPU makes the views. Crop
 ``torchvision.ops.roi_align``: one call crops and resizes a whole batch, each sample its own
 box, with area averaging when shrinking.
 
-Fluorescence augmentations replace colour jitter (design.md §4): flips, 90° rotations,
+Fluorescence augmentations replace colour jitter (docs/methods/augmentations.md): flips, 90° rotations,
 per-channel gain, gamma U(0.5, 1.5) and additive shift U(-0.3, 0.3), blur, noise and
 channel dropout. They act on intensities scaled to [0, 1], before normalisation.
 """

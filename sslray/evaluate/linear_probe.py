@@ -1,6 +1,6 @@
 """Linear probe on frozen embeddings: splits, fit and metrics, in scikit-learn (no Ray).
 
-Protocol (design.md §5): standardised features, a logistic-regression classifier, train/test
+Protocol (docs/protocols.md, "Linear probe"): standardised features, a logistic-regression classifier, train/test
 split stratified by label and grouped (no patient/slide/field on both sides), the
 regularisation strength chosen on a validation split carved from the training part, then
 refit on all training data. Metrics: balanced accuracy and macro one-vs-rest AUC.

@@ -1,4 +1,4 @@
-"""The checkpoint contract (design.md §3).
+"""The checkpoint contract (docs/data_contracts.md, "Checkpoint").
 
 A checkpoint directory holds:
 

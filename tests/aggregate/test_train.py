@@ -234,7 +234,7 @@ def test_trains_and_embeds_on_cuda():
 
 
 def test_aggregate_package_does_not_import_ray():
-    """Plain torch + numpy + pyarrow: usable without a cluster (design.md §2)."""
+    """Plain torch + numpy + pyarrow: usable without a cluster (docs/architecture.md)."""
     import subprocess
     import sys
 

@@ -130,7 +130,7 @@ def test_registry_lists_dino_and_refuses_duplicates():
 
 
 def test_method_modules_do_not_import_ray():
-    """Methods are pure torch: the Ray layer must not leak into them (design.md §2)."""
+    """Methods are pure torch: the Ray layer must not leak into them (docs/architecture.md)."""
     import subprocess
     import sys
 
