@@ -20,7 +20,6 @@ PENDING = {
     "sslray/data/store.py": "docs/data_contracts.md",
     "sslray/methods/mae.py": "docs/methods/mae.md",
     "sslray/methods/simclr.py": "docs/methods/simclr.md",
-    "sslray/methods/vicregl.py": "docs/methods/vicregl.md",
 }
 DOC_PATH = re.compile(r"docs/[\w./-]+?\.md")
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
