@@ -194,7 +194,7 @@ def run_all(args, bucket: str | None) -> tuple[list[tuple[str, float]], float]:
         ingest_s = time.perf_counter() - start
         old = format_1_copy(store, Path(tmp) / "store_v1")
         zarr_crc, zarr_old = bench_checksum_cost(store, old, args.batch)
-        train_crc, train_old = bench_checksum_cost(store, old, args.batch, training_batches, rounds=5)
+        train_crc, train_old = bench_checksum_cost(store, old, args.batch, training_batches)
         rows = [
             ("local: PNG per tile + DataLoader (baseline)", bench_baseline(files, args.batch, args.workers)),
             ("local: tile store, zarr in one process", zarr_crc),
