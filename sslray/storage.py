@@ -109,7 +109,7 @@ def remove(url: str) -> None:
 # replaced or deleted, with or without ``overwrite``.
 
 WRITING_MARKER = "_SSLRAY_WRITING"  # in a staging area: which kind of artifact is being built there
-KIND_FILES = (("tiles.zarr", "tile_store"), ("aggregator", "spot_table"), ("spots.parquet", "spot_table"))
+KIND_FILES = (("tiles.zarr", "tile_store"), ("_aggregator", "spot_table"))
 
 
 class OutputError(FileExistsError):
@@ -131,6 +131,8 @@ def artifact_kind(url: str) -> str | None:
         info = {}
     if isinstance(info, dict) and info.get("kind"):
         return str(info["kind"])
+    if isinstance(info, dict) and "spot_column" in info:  # spot tables (trained or mean-pooled) record it
+        return "spot_table"
     for name, kind in KIND_FILES:
         if exists(join(url, name)):
             return kind

@@ -141,3 +141,15 @@ def test_a_run_directory_that_is_a_file_is_refused_before_any_work(tiny_store, t
     err = capsys.readouterr().err
     assert code == 2 and f"run directory (out) {target}: a file is there" in err and "Errno" not in err
     assert target.read_text() == "keep"
+
+
+def test_artifacts_published_before_kinds_were_recorded_are_recognised(tmp_path):
+    for name, files, info, kind in [("store", ["tiles.zarr/zarr.json"], {"n_tiles": 1}, "tile_store"),
+                                    ("spots", ["_aggregator/sslray.json"], {"n_rows": 1}, "spot_table"),
+                                    ("pooled", ["part-00000.parquet"], {"spot_column": "image_id"}, "spot_table"),
+                                    ("emb", ["part-0.parquet"], {"n_rows": 1}, "embeddings")]:
+        for rel in files:
+            (tmp_path / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / rel).write_text("{}")
+        storage.write_json(str(tmp_path / name / storage.SUCCESS_MARKER), info)
+        assert storage.artifact_kind(str(tmp_path / name)) == kind, name
