@@ -1,6 +1,6 @@
 """The tile store: ``tiles.zarr`` (Zarr v3, sharded, compressed) + ``manifest.parquet``.
 
-Contract (design.md §3): row i of the manifest describes ``tiles[i]``; channel names, dtype
+Contract (docs/data_contracts.md, "Tile store"): row i of the manifest describes ``tiles[i]``; channel names, dtype
 scale, per-channel statistics and the tile size are group attributes. A store is visible to
 readers only once complete: local stores are built in a hidden sibling directory and
 renamed into place; remote stores are written in place and published by a ``_SUCCESS``

@@ -5,7 +5,7 @@ ICML 2020 (arXiv:2002.05709). Each image's two views are pulled together and pus
 from every other view in the *global* batch (NT-Xent), so negatives are gathered from all
 data-parallel workers; more negatives is what makes SimCLR work at all.
 
-Defaults follow the CellPaintSSL and SSL-Multiplexed-Imaging seeds (design.md §4):
+Defaults follow the CellPaintSSL and SSL-Multiplexed-Imaging seeds (docs/methods/simclr.md):
 temperature 0.2 within their 0.2-0.5 range, a 2-layer MLP projector to 128 dimensions.
 """
 
