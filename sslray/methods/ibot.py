@@ -15,21 +15,18 @@ of the global crops masked block-wise at a ratio drawn from U(0.1, 0.5), i.e. it
 ``--pred_ratio 0 0.3 --pred_ratio_var 0 0.2``.
 
 The DINO parts (head, CLS loss, centring, EMA, schedules, multi-crop) are
-:mod:`sslray.methods.dino`'s; this module adds the masked forward, the masks and the patch loss.
+:mod:`sslray.methods.dino`'s; this module adds the masked forward and the patch head; the patch loss is
+:mod:`sslray.methods.ibot_loss`, the masks :mod:`sslray.methods.patch_masks`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -46,7 +43,14 @@ from sslray.methods.dino import (
     teacher_temperature,
     update_center,
 )
+from sslray.methods.ibot_loss import ibot_patch_loss
+from sslray.methods.patch_masks import block_mask, ibot_masks, random_mask
 from sslray.methods.registry import register_method
+from sslray.models.vit_adapter import ViTAdapter, patch_grid
+
+# the loss and the masks live in their own modules; re-exported where they were first defined
+__all__ = ["IBOT", "IBOTConfig", "MaskToken", "PatchPrototypes", "block_mask", "check_vit", "ibot_masks",
+           "ibot_patch_loss", "patch_grid", "project", "random_mask", "vit_tokens"]
 
 
 def _ibot_views() -> MultiCropConfig:
@@ -113,107 +117,6 @@ class IBOTConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# the loss
-
-
-def ibot_patch_loss(
-    student_patch_logits: list[torch.Tensor],
-    teacher_patch_logits: list[torch.Tensor],
-    masks: list[torch.Tensor],
-    center: torch.Tensor,
-    student_temp: float,
-    teacher_temp: float,
-) -> torch.Tensor:
-    """Masked-patch self-distillation, averaged over global views.
-
-    For each global view ``v`` (lists of (B, L, K) logits and (B, L) boolean masks): the
-    cross-entropy between the teacher's centred, sharpened distribution and the student's,
-    summed over the masked patches of each image and divided by that image's masked count
-    (at least 1), then averaged over the batch. As in the reference implementation, an
-    image with no masked patch contributes 0 and still counts in the batch mean, so the
-    patch term scales with the fraction of masked crops. Only the student is differentiated.
-    """
-    total = student_patch_logits[0].new_zeros(())
-    for s, t, m in zip(student_patch_logits, teacher_patch_logits, masks, strict=True):
-        target = F.softmax((t - center) / teacher_temp, dim=-1).detach()
-        per_patch = torch.sum(-target * F.log_softmax(s / student_temp, dim=-1), dim=-1)  # (B, L)
-        m = m.to(per_patch.dtype)
-        per_image = (per_patch * m).sum(-1) / m.sum(-1).clamp(min=1.0)
-        total = total + per_image.mean()
-    return total / len(student_patch_logits)
-
-
-# ---------------------------------------------------------------------------------------
-# masks
-
-
-def block_mask(grid: tuple[int, int], n_mask: int, rng: random.Random,
-               aspect: tuple[float, float] = (0.3, 1 / 0.3)) -> np.ndarray:
-    """BEiT/iBOT block-wise mask of at most ``n_mask`` patches on a (h, w) patch grid.
-
-    Rectangles of random area and log-uniform aspect ratio are added until the target is
-    reached or 10 tries in a row add nothing; a rectangle is kept only if it adds at least
-    one and no more than the remaining number of patches. Blocks (not scattered patches)
-    make the task semantic: a masked patch cannot be copied from its unmasked neighbours.
-    """
-    h, w = grid
-    mask = np.zeros((h, w), dtype=bool)
-    min_area = (min(h, w) // 3) ** 2  # iBOT's smallest block
-    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
-    count = 0
-    while count < n_mask:
-        remaining = n_mask - count
-        added = 0
-        for _ in range(10):
-            area = rng.uniform(min(min_area, remaining), remaining)
-            ratio = math.exp(rng.uniform(log_lo, log_hi))
-            bh, bw = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
-            if not (1 <= bh <= h and 1 <= bw <= w):
-                continue
-            top, left = rng.randint(0, h - bh), rng.randint(0, w - bw)
-            block = mask[top:top + bh, left:left + bw]
-            new = bh * bw - int(block.sum())
-            if 0 < new <= remaining:
-                block[...] = True
-                added = new
-                break
-        if added == 0:
-            break
-        count += added
-    return mask
-
-
-def random_mask(grid: tuple[int, int], n_mask: int, rng: random.Random) -> np.ndarray:
-    """Exactly ``n_mask`` patches chosen uniformly (iBOT's ``--pred_shape rand``)."""
-    h, w = grid
-    flat = np.zeros(h * w, dtype=bool)
-    flat[rng.sample(range(h * w), n_mask)] = True
-    return flat.reshape(h, w)
-
-
-def ibot_masks(
-    batch: int,
-    grid: tuple[int, int],
-    ratio: tuple[float, float],
-    prob: float,
-    shape: str = "block",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """(batch, h*w) boolean masks: each crop is masked with probability ``prob``, at a
-    ratio drawn from U(ratio), block-wise or at random. Seeded from torch's RNG so
-    ``torch.manual_seed`` makes a run reproducible."""
-    rng = random.Random(int(torch.randint(2**62, (1,), generator=generator)))
-    make = block_mask if shape == "block" else random_mask
-    n_patches = grid[0] * grid[1]
-    masks = np.zeros((batch, n_patches), dtype=bool)
-    for i in range(batch):
-        if rng.random() < prob:
-            n_mask = int(rng.uniform(*ratio) * n_patches)
-            masks[i] = make(grid, n_mask, rng).reshape(-1)
-    return torch.from_numpy(masks)
-
-
-# ---------------------------------------------------------------------------------------
 # the masked ViT forward
 
 
@@ -224,41 +127,19 @@ class MaskToken(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, patches: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``patches`` (B, ..., D) from ``patch_embed``; ``mask`` (B, L) with L the product of the grid."""
-        masked = mask.reshape(patches.shape[:-1]).unsqueeze(-1)
-        # torch.where keeps the token in the graph even when nothing is masked (DDP needs every grad)
-        return torch.where(masked, self.weight.to(patches.dtype), patches)
-
 
 def vit_tokens(model: VisionTransformer, x: torch.Tensor, mask: torch.Tensor | None = None,
                mask_token: MaskToken | None = None) -> torch.Tensor:
     """All output tokens (prefix then patches) of a timm ViT, optionally with masked patches.
 
-    Follows ``VisionTransformer.forward_features`` of timm 1.0.31 step by step (patch_embed,
-    _pos_embed, patch_drop, norm_pre, blocks, norm), replacing masked patch embeddings by
-    the mask token after ``patch_embed`` and before position embeddings are added, as iBOT
-    does, so a masked patch keeps its position but loses its content.
+    Masked patch embeddings are replaced by the mask token before position embeddings are
+    added, as iBOT does, so a masked patch keeps its position but loses its content (the
+    steps are :class:`~sslray.models.vit_adapter.ViTAdapter`'s).
     """
-    x = model.patch_embed(x)  # (B, H, W, D) with dynamic_img_size, else (B, L, D)
-    if mask is not None:
-        if mask_token is None:
-            raise ValueError("vit_tokens: a mask needs a mask_token")
-        x = mask_token(x, mask)
-    x = model._pos_embed(x)
-    x = model.patch_drop(x)
-    x = model.norm_pre(x)
-    if model.grad_checkpointing and not torch.jit.is_scripting():
-        x = checkpoint_seq(model.blocks, x)
-    else:
-        x = model.blocks(x)
-    return model.norm(x)
-
-
-def patch_grid(model: VisionTransformer, size: tuple[int, int]) -> tuple[int, int]:
-    """The patch grid a (H, W) input gives, as ``patch_embed`` computes it."""
-    h, w = model.patch_embed.dynamic_feat_size(tuple(size))
-    return int(h), int(w)
+    if mask is not None and mask_token is None:
+        raise ValueError("vit_tokens: a mask needs a mask_token")
+    vit = ViTAdapter(model)
+    return vit.forward_tokens(vit.tokens(x, mask, None if mask_token is None else mask_token.weight))
 
 
 def check_vit(model: nn.Module) -> None:
@@ -364,24 +245,34 @@ class IBOT(SSLMethod):
     def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         return multi_crop(images, self.cfg.views, self.cfg.augment)
 
+    def _teacher_outputs(self, globals_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unmasked global crops through the teacher: pooled features, class and patch logits."""
+        vit = ViTAdapter(self.teacher_backbone)
+        tokens = vit.forward_tokens(vit.tokens(globals_))
+        features = vit.forward_head(tokens)
+        cls_logits, patch_logits = project(self.teacher_head, self.teacher_patch_prototypes, features,
+                                           tokens[:, vit.num_prefix_tokens:])
+        return features, cls_logits, patch_logits
+
+    def _student_outputs(self, globals_: torch.Tensor, locals_: list[torch.Tensor], masks: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked global crops and (class token only, never masked) local crops through the student."""
+        vit = ViTAdapter(self.backbone)
+        tokens = vit.forward_tokens(vit.tokens(globals_, masks, self.mask_token.weight))
+        features = [vit.forward_head(tokens)]
+        if locals_:
+            features.append(self.backbone(torch.cat(locals_)))
+        return project(self.head, self.patch_prototypes, torch.cat(features), tokens[:, vit.num_prefix_tokens:])
+
     def forward(self, views: list[torch.Tensor], step: int) -> StepOutput:
         cfg = self.cfg
-        n_global, n_prefix = 2, self.backbone.num_prefix_tokens
+        n_global = 2
         globals_ = torch.cat(views[:n_global])
-        masks = ibot_masks(globals_.shape[0], patch_grid(self.backbone, globals_.shape[-2:]), cfg.mask_ratio,
-                           cfg.mask_prob, cfg.mask_shape).to(globals_.device)
-
+        grid = patch_grid(self.backbone, globals_.shape[-2:])
+        masks = ibot_masks(globals_.shape[0], grid, cfg.mask_ratio, cfg.mask_prob, cfg.mask_shape).to(globals_.device)
         with torch.no_grad():
-            t_tokens = vit_tokens(self.teacher_backbone, globals_)
-            t_features = self.teacher_backbone.forward_head(t_tokens, pre_logits=True)
-            t_cls, t_patch = project(self.teacher_head, self.teacher_patch_prototypes, t_features,
-                                     t_tokens[:, n_prefix:])
-
-        s_tokens = vit_tokens(self.backbone, globals_, masks, self.mask_token)
-        s_features = [self.backbone.forward_head(s_tokens, pre_logits=True)]
-        if len(views) > n_global:  # local crops: class token only, never masked
-            s_features.append(self.backbone(torch.cat(views[n_global:])))
-        s_cls, s_patch = project(self.head, self.patch_prototypes, torch.cat(s_features), s_tokens[:, n_prefix:])
+            t_features, t_cls, t_patch = self._teacher_outputs(globals_)
+        s_cls, s_patch = self._student_outputs(globals_, views[n_global:], masks)
 
         temp = teacher_temperature(step, self.warmup_temp_steps, cfg.warmup_teacher_temp, cfg.teacher_temp)
         patch_temp = teacher_temperature(step, self.warmup_temp_steps, cfg.warmup_teacher_patch_temp,

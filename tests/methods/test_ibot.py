@@ -1,12 +1,11 @@
-"""iBOT: the patch loss against hand-checked and loop references, masks, the masked ViT
-forward, gradients, schedules, EMA, and a tiny model that learns."""
+"""iBOT: the masked ViT forward, config and backbone checks, gradients, schedules, EMA, and a
+tiny model that learns (the patch loss and the masks are tested in test_ibot_loss and
+test_patch_masks)."""
 
 import math
-import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sslray.config import ConfigError
 from sslray.methods import Schedule, build_method, method_config
@@ -14,11 +13,7 @@ from sslray.methods.dino import dino_loss
 from sslray.methods.ibot import (
     IBOT,
     IBOTConfig,
-    block_mask,
-    ibot_masks,
-    ibot_patch_loss,
     patch_grid,
-    random_mask,
     vit_tokens,
 )
 from sslray.models.backbones import BackboneConfig, create_backbone
@@ -34,93 +29,6 @@ def _tiny_ibot(backbone=None, **params) -> IBOT:
     cfg = {"out_dim": 64, "patch_out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
            "views": {"global_size": 32, "local_size": 16, "n_local": 2}, **params}
     return build_method("ibot", cfg, backbone or _backbone(), Schedule(total_steps=10, steps_per_epoch=2))
-
-
-# --- the patch loss ---------------------------------------------------------------------
-
-
-def test_patch_loss_hand_checked():
-    ln3 = math.log(3)
-    # one view, two images of two patches, two prototypes; temperatures 1, centre 0
-    teacher = [torch.tensor([[[ln3, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])]  # (.75,.25), (.5,.5)
-    student = [torch.tensor([[[0.0, 0.0], [0.0, ln3]], [[0.0, 0.0], [0.0, 0.0]]])]
-    masks = [torch.tensor([[True, False], [False, False]])]  # image 2 has nothing masked
-    loss = ibot_patch_loss(student, teacher, masks, torch.zeros(1, 2), student_temp=1.0, teacher_temp=1.0)
-    # image 1: only patch 0 counts, CE((.75,.25), (.5,.5)) = ln 2; image 2 contributes 0 but is counted
-    assert loss.item() == pytest.approx(math.log(2) / 2, abs=1e-6)
-
-    masks = [torch.tensor([[True, True], [False, False]])]
-    loss = ibot_patch_loss(student, teacher, masks, torch.zeros(1, 2), 1.0, 1.0)
-    ce_half_vs_quarter = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))
-    assert loss.item() == pytest.approx((math.log(2) + ce_half_vs_quarter) / 2 / 2, abs=1e-6)
-
-
-def test_patch_loss_matches_an_explicit_loop():
-    torch.manual_seed(0)
-    n_views, b, n_patch, k = 2, 3, 5, 7
-    student = [torch.randn(b, n_patch, k) for _ in range(n_views)]
-    teacher = [torch.randn(b, n_patch, k) for _ in range(n_views)]
-    masks = [torch.rand(b, n_patch) < 0.4 for _ in range(n_views)]
-    masks[0][1] = False  # an unmasked image
-    center, s_temp, t_temp = torch.randn(1, k) * 0.1, 0.1, 0.07
-    ours = ibot_patch_loss(student, teacher, masks, center, s_temp, t_temp)
-
-    view_losses = []
-    for s, t, m in zip(student, teacher, masks):
-        image_losses = []
-        for i in range(b):
-            terms = [F.cross_entropy(s[i, j] / s_temp, F.softmax((t[i, j] - center[0]) / t_temp, dim=-1))
-                     for j in range(n_patch) if m[i, j]]
-            image_losses.append(sum(terms) / len(terms) if terms else torch.tensor(0.0))
-        view_losses.append(sum(image_losses) / b)
-    assert ours.item() == pytest.approx((sum(view_losses) / n_views).item(), rel=1e-5)
-
-
-def test_patch_loss_gradient_reaches_masked_student_patches_only():
-    student = [torch.randn(2, 4, 8, requires_grad=True)]
-    teacher = [torch.randn(2, 4, 8, requires_grad=True)]
-    masks = [torch.tensor([[True, False, True, False], [False, False, False, False]])]
-    ibot_patch_loss(student, teacher, masks, torch.zeros(1, 8), 0.1, 0.04).backward()
-    grad_norm = student[0].grad.abs().sum(-1)
-    assert (grad_norm[masks[0]] > 0).all() and (grad_norm[~masks[0]] == 0).all()
-    assert teacher[0].grad is None
-
-
-# --- masks ------------------------------------------------------------------------------
-
-
-def test_block_mask_masks_at_most_the_target_in_blocks():
-    rng = random.Random(0)
-    for target in (1, 20, 58, 98):
-        mask = block_mask((14, 14), target, rng)
-        assert mask.shape == (14, 14) and 0 < mask.sum() <= target
-    # blocks: far fewer masked-unmasked borders than scattered patches of the same count
-    mask = block_mask((14, 14), 58, random.Random(1))
-    scattered = random_mask((14, 14), int(mask.sum()), random.Random(1))
-
-    def borders(m):
-        return int((m[1:] != m[:-1]).sum() + (m[:, 1:] != m[:, :-1]).sum())
-
-    assert borders(mask) < borders(scattered) / 2
-
-
-def test_random_mask_is_exact():
-    assert random_mask((4, 5), 7, random.Random(0)).sum() == 7
-
-
-def test_ibot_masks_probability_and_ratio():
-    torch.manual_seed(0)
-    assert not ibot_masks(16, (4, 4), (0.1, 0.5), prob=0.0).any()
-    masks = ibot_masks(64, (14, 14), (0.1, 0.5), prob=1.0, shape="random")
-    counts = masks.sum(1)
-    assert masks.shape == (64, 196) and masks.dtype == torch.bool
-    assert (counts >= int(0.1 * 196)).all() and (counts <= int(0.5 * 196)).all()
-    half = ibot_masks(400, (4, 4), (0.25, 0.5), prob=0.5)
-    assert 0.35 < half.any(1).float().mean().item() < 0.65
-    torch.manual_seed(3)
-    again = ibot_masks(8, (6, 6), (0.1, 0.5), prob=0.5)
-    torch.manual_seed(3)
-    assert torch.equal(again, ibot_masks(8, (6, 6), (0.1, 0.5), prob=0.5))
 
 
 # --- the masked ViT forward -------------------------------------------------------------
@@ -159,6 +67,13 @@ def test_masked_patches_hide_their_content_but_keep_their_place():
 
 
 # --- config and backbone checks ---------------------------------------------------------
+
+
+def test_split_out_names_are_still_importable_from_ibot():
+    from sslray.methods import ibot, ibot_loss, patch_masks
+
+    assert ibot.ibot_patch_loss is ibot_loss.ibot_patch_loss and ibot.block_mask is patch_masks.block_mask
+    assert all(hasattr(ibot, name) for name in ibot.__all__)
 
 
 def test_config_defaults_follow_the_ibot_vitb_recipe():
