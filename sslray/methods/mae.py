@@ -25,13 +25,18 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from sslray.data.transforms import AugmentConfig, augment, random_resized_crop
 from sslray.methods.base import Schedule, SSLMethod, StepOutput
+from sslray.methods.mae_loss import mae_loss, normalize_patches, patchify, unpatchify
 from sslray.methods.registry import register_method
+from sslray.models.vit_adapter import ViTAdapter, select_tokens
+
+# the pixel target and the loss live in sslray.methods.mae_loss; re-exported where they were first defined
+__all__ = ["MAE", "MAEConfig", "MAEDecoder", "check_vit", "mae_loss", "normalize_patches", "num_masked", "patchify",
+           "random_keep", "random_masking", "sincos_pos_embed_2d", "unpatchify", "unshuffle"]
 
 
 def _pixel_safe_augment() -> AugmentConfig:
@@ -41,7 +46,7 @@ def _pixel_safe_augment() -> AugmentConfig:
 
 @dataclass
 class MAEConfig:
-    mask_ratio: float = 0.75  # fraction of patches removed (paper: 0.75; design.md: 0.5-0.75)
+    mask_ratio: float = 0.75  # fraction of patches removed (paper: 0.75; the seeds: 0.5-0.75, docs/methods/mae.md)
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
@@ -74,38 +79,7 @@ class MAEConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# pure functions: patches, masking, the loss
-
-
-def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, L, patch*patch*C), patches in row-major grid order.
-
-    Each patch is flattened as (row, column, channel), the layout of the MAE reference
-    implementation, so the decoder predicts a patch's channels side by side. The grid is
-    that of a stride-``patch`` convolution, i.e. of the ViT's patch embedding.
-    """
-    b, c, h, w = images.shape
-    if h % patch or w % patch:
-        raise ValueError(f"image size {(h, w)} is not a multiple of the patch size {patch}")
-    gh, gw = h // patch, w // patch
-    x = images.reshape(b, c, gh, patch, gw, patch)
-    x = x.permute(0, 2, 4, 3, 5, 1)  # b, gh, gw, p, q, c
-    return x.reshape(b, gh * gw, patch * patch * c)
-
-
-def unpatchify(patches: torch.Tensor, patch: int, grid: tuple[int, int] | None = None) -> torch.Tensor:
-    """Inverse of :func:`patchify`; ``grid`` (rows, columns) defaults to a square grid."""
-    b, n, d = patches.shape
-    if grid is None:
-        side = round(n**0.5)
-        grid = (side, side)
-    gh, gw = grid
-    if gh * gw != n or d % (patch * patch):
-        raise ValueError(f"{n} patches of {d} values do not fit a {grid} grid of {patch}x{patch} patches")
-    c = d // (patch * patch)
-    x = patches.reshape(b, gh, gw, patch, patch, c)
-    x = x.permute(0, 5, 1, 3, 2, 4)  # b, c, gh, p, gw, q
-    return x.reshape(b, c, gh * patch, gw * patch)
+# masking and decoder positions (the pixel target and the loss are sslray.methods.mae_loss)
 
 
 def num_masked(length: int, ratio: float) -> int:
@@ -126,17 +100,22 @@ def random_masking(
     [visible, removed] back in the original order. Masking whole tokens (rather than
     replacing them) is what lets the encoder skip removed patches entirely.
     """
-    b, length, dim = x.shape
+    ids_keep, mask, ids_restore = random_keep(x.shape[0], x.shape[1], ratio, x.device, generator)
+    return select_tokens(x, ids_keep), mask, ids_restore
+
+
+def random_keep(
+    batch: int, length: int, ratio: float, device: torch.device, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The choice behind :func:`random_masking`: ``ids_keep`` (B, L - n_mask), the mask and ``ids_restore``."""
     n_keep = length - num_masked(length, ratio)
-    device = generator.device if generator is not None else x.device
-    noise = torch.rand(b, length, generator=generator, device=device).to(x.device)
+    noise_device = generator.device if generator is not None else device
+    noise = torch.rand(batch, length, generator=generator, device=noise_device).to(device)
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: the first n_keep are kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :n_keep]
-    kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
-    mask = torch.ones(b, length, dtype=torch.bool, device=x.device)
+    mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     mask[:, :n_keep] = False
-    return kept, torch.gather(mask, 1, ids_restore), ids_restore
+    return ids_shuffle[:, :n_keep], torch.gather(mask, 1, ids_restore), ids_restore
 
 
 def unshuffle(kept: torch.Tensor, fill: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
@@ -146,28 +125,6 @@ def unshuffle(kept: torch.Tensor, fill: torch.Tensor, ids_restore: torch.Tensor)
     filler = fill.to(kept.dtype).expand(b, length - kept.shape[1], dim)
     shuffled = torch.cat([kept, filler], dim=1)
     return torch.gather(shuffled, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
-
-
-def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Each patch to mean 0 and (unbiased) variance 1 over its pixels, as MAE's ``norm_pix_loss``."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (var + eps).sqrt()
-
-
-def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool) -> torch.Tensor:
-    """Mean squared error over the pixels of each removed patch, averaged over removed patches.
-
-    ``pred`` and ``target`` are (B, L, P) (``target`` from :func:`patchify`), ``mask`` is
-    (B, L), True/1 where a patch was removed. Visible patches do not count: predicting
-    them is trivial and the paper found it hurts. Computed in float32.
-    """
-    target = target.float()
-    if norm_pix:
-        target = normalize_patches(target)
-    per_patch = (pred.float() - target).pow(2).mean(dim=-1)
-    weights = mask.to(per_patch.dtype)
-    return (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -248,7 +205,7 @@ def check_vit(model: nn.Module) -> int:
             f"model.name: MAE needs a ViT backbone (a timm VisionTransformer such as vit_small_patch16_224): "
             f"it encodes only the visible patch tokens, got {arch!r} ({type(model).__name__})"
         )
-    ph, pw = model.patch_embed.patch_size
+    ph, pw = ViTAdapter(model).patch_size
     if ph != pw:
         raise ValueError(f"model.name: MAE needs square patches, {arch!r} has {(ph, pw)}")
     if model.global_pool == "map":
@@ -256,7 +213,7 @@ def check_vit(model: nn.Module) -> int:
             f"model.kwargs.global_pool: MAE does not train an attention-pool head ({arch!r} has global_pool='map'); "
             "use 'token' or 'avg'"
         )
-    return int(ph)
+    return ph
 
 
 @register_method("mae")
@@ -271,13 +228,13 @@ class MAE(SSLMethod):
         super().__init__(backbone, cfg, schedule)
         if cfg.view_size % self.patch:
             raise ValueError(f"method.view_size ({cfg.view_size}) must be a multiple of the patch size {self.patch}")
-        img_size = tuple(backbone.patch_embed.img_size or ())
+        img_size = ViTAdapter(backbone).img_size
         if not backbone.dynamic_img_size and img_size and img_size != (cfg.view_size, cfg.view_size):
             raise ValueError(
                 f"method.view_size ({cfg.view_size}) differs from the backbone's img_size {img_size} and the backbone "
                 "was built without dynamic_img_size"
             )
-        in_chans = backbone.patch_embed.proj.in_channels
+        in_chans = ViTAdapter(backbone).in_chans
         self.decoder = MAEDecoder(self.embed_dim, self.patch * self.patch * in_chans, cfg)
 
     def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -307,18 +264,16 @@ class MAE(SSLMethod):
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Visible tokens through the ViT: (B, prefix + K, D) latents, the mask and ``ids_restore``.
 
-        Follows timm's ``VisionTransformer.forward_features`` (patch_embed, _pos_embed,
-        norm_pre, blocks, norm) with random masking after position embeddings are added,
-        so every kept token carries its own position. timm's ``patch_drop`` is skipped: the
-        MAE mask replaces it. The latents are what ``forward_head`` pools.
+        Random masking comes after position embeddings are added, so every kept token
+        carries its own position; timm's ``patch_drop`` does not run, the MAE mask replaces
+        it. The latents are what ``forward_head`` pools.
         """
-        vit = self.backbone
-        n_prefix = vit.num_prefix_tokens
-        x = vit._pos_embed(vit.patch_embed(images))  # (B, prefix + L, D), positions added
-        kept, mask, ids_restore = random_masking(x[:, n_prefix:], self.cfg.mask_ratio, generator)
-        x = vit.norm_pre(torch.cat([x[:, :n_prefix], kept], dim=1))
-        x = checkpoint_seq(vit.blocks, x) if vit.grad_checkpointing else vit.blocks(x)
-        return vit.norm(x), mask, ids_restore
+        vit = ViTAdapter(self.backbone)
+        tokens = vit.tokens(images)  # (B, prefix + L, D), positions added
+        n_patches = tokens.shape[1] - vit.num_prefix_tokens
+        ids_keep, mask, ids_restore = random_keep(tokens.shape[0], n_patches, self.cfg.mask_ratio,
+                                                  tokens.device, generator)
+        return vit.forward_tokens(tokens, keep_indices=ids_keep), mask, ids_restore
 
     def encoder(self) -> nn.Module:
         return self.backbone
