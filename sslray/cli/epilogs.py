@@ -1,0 +1,60 @@
+"""The examples at the end of each subcommand's ``--help``: one place to keep them current."""
+
+EPILOGS = {
+    "ingest": """examples:
+  sslray ingest ./images ./stores/cells --tile-size 224
+  sslray ingest ./slides_png s3://bucket/stores/crc --labels labels.csv --on-error skip
+  sslray ingest ./mibi_fovs ./stores/mibi --layout channel-folders --tile-size 256
+  sslray ingest ./slides s3://bucket/stores/tcga --mpp 0.5 --tile-size 224   # SVS/NDPI/pyramidal TIFF
+  sslray ingest --config configs/ingest/cell_painting.yaml ./jump ./stores/jump compression=zstd
+
+Every flag is a shortcut for the config key of its name (--tile-size 224 is tile_size=224); flags
+override --config and key=value overrides win over both.
+
+Labels come from class sub-folders (images/<label>/x.png) or from a CSV with columns
+path,label[,group][,split]; group is the patient/slide id used for grouped splits.""",
+    "pretrain": """examples:
+  sslray pretrain --config configs/quickstart.yaml store=./out/store
+  sslray pretrain --config configs/methods/dino.yaml store=s3://bucket/stores/crc \\
+      train.num_workers=8 train.use_gpu=true out=s3://bucket/runs tracking.uri=http://mlflow:5000
+
+Re-running with the same name and out resumes from the latest checkpoint.""",
+    "embed": """examples:
+  sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_<date> \\
+      --store ./out/store --out ./out/embeddings/ssl     # the path `sslray pretrain` printed
+  sslray embed --checkpoint s3://bucket/runs/ckpt --store s3://bucket/stores/crc \\
+      --out s3://bucket/emb/crc num_actors=4 use_gpu=true""",
+    "evaluate": """examples:
+  sslray evaluate --embeddings ./out/embeddings/ssl
+  sslray evaluate --embeddings ./out/embeddings/ssl label_column=label group_column=patient \\
+      'c_grid=[0.01,0.1,1]'
+
+group_column keeps a patient's (slide's) tiles on one side of every split; a named column must
+exist. Unset, the splits group by the ingest's group column if every tile has one, else by
+image_id (a warning says so).""",
+    "aggregate": """examples:
+  sslray aggregate --embeddings ./out/embeddings/ssl --out ./out/spots
+  sslray aggregate --config configs/aggregate/spot_dino.yaml --embeddings s3://b/emb/tma --out s3://b/spots/tma \
+      spot_column=spot_id steps=2000""",
+    "quickstart": """examples:
+  sslray quickstart                                  # synthetic cell images, ~6 min on 2 cores
+  sslray quickstart --data ./crc_tiles               # class sub-folders of 224-px tiles
+  sslray quickstart --data ./tiles --labels labels.csv --out ./qs""",
+    "submit": """examples:
+  ray dashboard cluster/aws.yaml &                   # forwards the Jobs API to http://127.0.0.1:8265
+  sslray submit quickstart
+  sslray submit pretrain --config configs/methods/dino.yaml store=s3://b/stores/crc out=s3://b/runs \
+      train.num_workers=8 train.use_gpu=true --address http://127.0.0.1:8265
+  sslray submit embed --no-wait --checkpoint s3://b/runs/checkpoints/dino/checkpoint_x --store s3://b/stores/crc \
+      --out s3://b/emb/crc use_gpu=true
+
+STAGE is one of jobs/ (ingest, pretrain, embed, evaluate, aggregate, quickstart); every other argument
+goes to it unchanged (after a lone -- even --address would). This checkout is uploaded as the job's
+working directory. MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL and AWS_DEFAULT_REGION travel with the job;
+credentials never do (the nodes have their own). Exit status: 0 when the job succeeded.""",
+    "methods": """example:
+  sslray methods""",
+    "store": """examples:
+  sslray store info ./stores/cells          # tiles, channels, groups, size, per-channel stats
+  sslray store verify s3://bucket/stores/crc  # recompute shard checksums; exit 1 naming damaged files""",
+}
