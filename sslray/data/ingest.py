@@ -5,12 +5,18 @@ channels), ``channel-folders`` (each folder holding image files is one field sto
 single-channel file per marker, as MIBI/IMC exports are; channel names are the file names)
 and ``channel-files`` (single-channel files side by side, grouped into fields by a regex
 with a ``channel`` group, as Cell Painting sites are; its other named groups, such as
-``well`` or ``site``, become manifest columns). Labels come from class sub-folders (``SRC/<label>/...``) or from a CSV with columns
-``path,label[,group][,split]`` (paths relative to SRC; ``group`` is the patient/slide/field
-id used for grouped splits). Every problem with a source file is reported by file name; with
-``on_error="skip"`` the bad files are listed in ``ingest_report.json`` inside the store and
-ingest continues. Nothing is visible at the destination until the store is complete; an
-interrupted or failed ingest keeps its finished parts, and rerunning it resumes from them.
+``well`` or ``site``, become manifest columns). Labels come from class sub-folders
+(``SRC/<label>/...``) or from a CSV with columns ``path,label[,group][,split]`` (paths
+relative to SRC; ``group`` is the patient/slide/field id used for grouped splits). Every
+problem with a source file is reported by file name; with ``on_error="skip"`` the bad files
+are listed in ``ingest_report.json`` inside the store and ingest continues. Nothing is
+visible at the destination until the store is complete; an interrupted or failed ingest
+keeps its finished parts, and rerunning it resumes from them.
+
+This module is the run: the config, the plan that makes a rerun a resume, the intensity
+calibration and the fan-out of tiling over Ray Data. Which files are sources is
+``sources.py``, one source into a part is ``tiling.py``, the parts into the store is
+``assembly.py``.
 """
 
 from __future__ import annotations
@@ -20,40 +26,21 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from sslray import storage
-from sslray.data.intensity import IntensityError, Scaling, calibrate, sample_for_calibration, to_storable
-from sslray.data.parts import (
-    INGEST_DIR,
-    PartResult,
-    PartWriter,
-    PlanMismatch,
-    check_plan,
-    discard_part,
-    load_part,
-    read_part,
-)
-from sslray.data.foreground import foreground_mask
-from sslray.data.readers import (
-    HDF5_SUFFIXES,
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    ImageReadError,
-    hdf5_channel_names,
-    image_id_of,
-    iter_hdf5_images,
-    read_channel_files,
-    read_channel_folder,
-    read_image,
-)
+from sslray.data.assembly import assemble
+from sslray.data.intensity import IntensityError, Scaling, calibrate, sample_for_calibration
+from sslray.data.parts import INGEST_DIR, PartResult, PlanMismatch, check_plan, load_part
+from sslray.data.readers import HDF5_SUFFIXES, IMAGE_SUFFIXES, MAX_PIXELS, ImageReadError, iter_hdf5_images
 from sslray.data.sources import IngestError, IngestReport, SourceImage, discover_sources, fail
-from sslray.data.store import COMPRESSION, TileStore, TileStoreWriter
-from sslray.data.wsi import SlideTiling, is_slide, tile_slide
+from sslray.data.store import COMPRESSION, TileStore
+from sslray.data.tiling import load_source, tile_source
+from sslray.data.wsi import SlideTiling, is_slide
 
 __all__ = ["IngestConfig", "IngestError", "IngestReport", "SourceImage", "discover_sources", "ingest_folder",
            "tile_source"]
@@ -150,7 +137,7 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     staging = _begin(cfg, sources)
     scaling = _scaling(sources, cfg, staging)
     parts = _tile_all(sources, cfg, staging, scaling, report)
-    return _assemble(sources, parts, cfg, staging, scaling, report)
+    return assemble(sources, parts, cfg, staging, scaling, report)
 
 
 def check_source_and_dest(src: str, dest: str) -> None:
@@ -218,7 +205,7 @@ _NOT_IN_PLAN = {"dest", "overwrite", "on_error", "workers"}  # settings that do 
 
 
 def _tile_all(sources: list[SourceImage], cfg: IngestConfig, staging: str, scaling: Scaling,
-              report: IngestReport) -> dict:
+              report: IngestReport) -> dict[str, PartResult]:
     parts = {s.rel: part for s in sources if (part := load_part(staging, s.rel)) is not None}
     if parts:
         log.info("resuming the ingest into %s: %d of %d sources were tiled before", cfg.dest, len(parts), len(sources))
@@ -256,171 +243,3 @@ def _run_tiling(todo: list[SourceImage], cfg: IngestConfig, staging: str, scalin
         run, batch_size=None, compute=compute, num_cpus=1)
     for row in tiled.iter_rows():
         yield PartResult.from_json(row["result"])
-
-
-def tile_source(source: SourceImage, cfg: IngestConfig, staging: str, scaling: Scaling | None = None) -> PartResult:
-    """Tile one source into its part. A bad file gives a failed result naming it, not an exception,
-    so one corrupt image among thousands does not take a parallel job down."""
-    part = PartWriter(staging, source.rel)
-    try:
-        for tiles, rows, channels in _source_tiles(source, cfg, scaling or cfg.scaling):
-            part.add(tiles, rows, channels)
-        if not part.pieces:
-            raise ImageReadError(f"{source.path}: no tile has at least {cfg.min_tissue:.0%} tissue (empty slide?)")
-    except (ImageReadError, IngestError, IntensityError) as err:
-        discard_part(staging, source.rel)
-        message, path = str(err), str(source.path)
-        return PartResult(source.rel, False, reason=message if message.startswith(path) else f"{path}: {message}")
-    return part.finish()
-
-
-def _assemble(sources: list[SourceImage], parts: dict, cfg: IngestConfig, staging: str, scaling: Scaling,
-              report: IngestReport) -> TileStore:
-    """Write the parts into the store in source order; mismatching sources fail or are skipped."""
-    writer: TileStoreWriter | None = None
-    for source in sources:
-        part = parts.get(source.rel)
-        if part is None:
-            continue
-        if writer is None:
-            writer = TileStoreWriter(cfg.dest, part.channels, np.dtype(part.dtype), cfg.tile_size, staging=staging,
-                                     compression=cfg.compression)
-        elif problem := _mismatch(part.channels, np.dtype(part.dtype), writer):
-            discard_part(staging, source.rel)  # re-read on the next run, in case the file is fixed
-            fail(cfg, report, str(source.path), f"{source.path}: {problem}", kept=len(parts) - 1)
-            continue
-        for tiles, rows in read_part(staging, part, cfg.tile_size):
-            writer.append(tiles, rows)
-        report.n_tiles += part.n_tiles
-        report.n_images += 1
-    if writer is None:
-        raise IngestError(f"{cfg.src}: every image was skipped; see the reasons above")
-    storage.remove(storage.join(staging, INGEST_DIR))
-    _write_report(writer, report)
-    return writer.close({"ingest": {"source": str(cfg.src), "skipped": len(report.skipped),
-                                    "clip_percentiles": cfg.clip_percentiles, **scaling.as_attrs()}})
-
-
-def _mismatch(channels: list[str], dtype: np.dtype, writer: TileStoreWriter) -> str | None:
-    """Why a source cannot join the store begun by earlier sources, or None."""
-    if len(channels) != len(writer.channels):
-        return f"has {len(channels)} channels but earlier images have {len(writer.channels)}"
-    if channels != writer.channels:
-        return f"channels {channels} differ from earlier fields' {writer.channels}"
-    if dtype != writer.dtype:
-        return f"dtype {dtype} differs from earlier images ({writer.dtype})"
-    return None
-
-
-def _source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
-                  ) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
-    """Batches of (tiles, manifest rows, channel names) from one source; raises on a bad file."""
-    reader = cfg.reader_for(source.path)
-    if reader == "slide":
-        for tiles, rows in tile_slide(source.path, cfg.slide_tiling, source.rel):
-            yield tiles, [r | _labels(source) for r in rows], ["R", "G", "B"]
-        return
-    if reader == "hdf5":
-        yield from _hdf5_tiles(source, cfg, scaling)
-        return
-    image, names = _read_checked(source, cfg, scaling)
-    names = names or _channel_names(cfg, image)
-    tiles, rows = tile_image(image, source, cfg.tile_size, _foreground_index(cfg, names, source.path))
-    yield tiles, rows, names
-
-
-def _foreground_index(cfg: IngestConfig, names: list[str], path: Path) -> int | None:
-    if cfg.foreground_channel is None:
-        return None
-    if cfg.foreground_channel not in names:
-        raise IngestError(f"{path}: foreground_channel {cfg.foreground_channel!r} is not one of its channels {names}")
-    return names.index(cfg.foreground_channel)
-
-
-def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
-    """Every image of an HDF5 patch file is one field, ``image_id`` = ``<file>#<index>``."""
-    names = hdf5_channel_names(source.path)
-    for index, image in iter_hdf5_images(source.path, max_pixels=cfg.max_pixels):
-        image = to_storable(image, source.path, scaling)
-        if min(image.shape[1:]) < cfg.tile_size:
-            raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
-        field = replace(source, rel=f"{source.rel}#{index}")
-        channels = names or _channel_names(cfg, image)
-        tiles, rows = tile_image(image, field, cfg.tile_size, _foreground_index(cfg, channels, source.path))
-        for row in rows:
-            row["source"] = source.rel
-        yield tiles, rows, channels
-
-
-def _labels(source: SourceImage) -> dict:
-    return {"label": source.label, "group": source.group, "split": source.split, **source.extra}
-
-
-def load_source(source: SourceImage, cfg: IngestConfig) -> tuple[np.ndarray, list[str] | None]:
-    """(C, H, W) pixels of one field, and its channel names when the layout provides them."""
-    if cfg.layout == "channel-folders":
-        image, keys = read_channel_folder(source.path, cfg.channels, cfg.max_pixels)
-    elif source.channel_files is not None:
-        image, keys = read_channel_files(source.channel_files, cfg.channels, f"{source.path}/{Path(source.rel).name}",
-                                         cfg.max_pixels)
-    else:
-        return read_image(source.path, cfg.max_pixels), None
-    return image, [(cfg.channel_names or {}).get(k, k) for k in keys]
-
-
-def _read_checked(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> tuple[np.ndarray, list[str] | None]:
-    image, names = load_source(source, cfg)
-    image = to_storable(image, source.path, scaling)
-    h, w = image.shape[1:]
-    if min(h, w) < cfg.tile_size:
-        raise ImageReadError(f"{source.path}: image {w}x{h} is smaller than the tile size {cfg.tile_size}")
-    return image, names
-
-
-def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foreground_channel: int | None = None
-               ) -> tuple[np.ndarray, list[dict]]:
-    """Cut non-overlapping tiles on a grid from the top-left; the ragged border is dropped.
-
-    ``tissue_fraction`` is the share of foreground pixels (Otsu over the whole image, on one
-    channel such as DAPI when given, else on the channel mean), so training can keep tiles
-    that contain cells.
-    """
-    _, h, w = image.shape
-    plane = image if foreground_channel is None else image[foreground_channel : foreground_channel + 1]
-    foreground = foreground_mask(plane)  # once per image: Otsu per tile would judge each tile alone
-    tiles, rows = [], []
-    image_id = image_id_of(source.rel)
-    for y in range(0, h - tile_size + 1, tile_size):
-        for x in range(0, w - tile_size + 1, tile_size):
-            tile = image[:, y : y + tile_size, x : x + tile_size]
-            tiles.append(tile)
-            rows.append(
-                {
-                    "source": source.rel,
-                    "image_id": image_id,
-                    "x": x,
-                    "y": y,
-                    "level": 0,
-                    "mpp": None,
-                    "tissue_fraction": round(float(foreground[y : y + tile_size, x : x + tile_size].mean()), 4),
-                    **_labels(source),
-                }
-            )
-    return np.ascontiguousarray(np.stack(tiles)), rows
-
-
-def _channel_names(cfg: IngestConfig, image: np.ndarray) -> list[str]:
-    c = image.shape[0]
-    if cfg.channels:
-        if len(cfg.channels) != c:
-            raise IngestError(f"{cfg.src}: {len(cfg.channels)} channel names given but images have {c} channels")
-        return list(cfg.channels)
-    return {1: ["gray"], 3: ["R", "G", "B"]}.get(c, [f"ch{i}" for i in range(c)])
-
-
-def _write_report(writer: TileStoreWriter, report: IngestReport) -> None:
-    storage.write_json(
-        storage.join(writer.staging, "ingest_report.json"),
-        {"n_images": report.n_images, "n_tiles": report.n_tiles, "skipped": report.skipped,
-         "linked_outside": report.linked_outside},
-    )
