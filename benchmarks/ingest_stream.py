@@ -147,9 +147,10 @@ def bench_training_path(store, batch: int) -> float:
 
 def training_batches(store, batch: int):
     """What ``train_loop_per_worker`` does: whole blocks -> shuffle buffer -> torch batches."""
+    from sslray.data.datasource import read_tile_store
     from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
 
-    ds = store.to_ray_dataset(shuffle=True)
+    ds = read_tile_store(store, shuffle=True)
     buffer = ShuffleBuffer(max(2 * batch, (512 << 20) // (3 * store.info.tile_size**2)))  # one per worker
 
     def batches():

@@ -1,7 +1,7 @@
 """What the input pipeline costs a training step: the real Ray Data feed vs. tensors in memory.
 
 One Ray Train worker builds the method and its optimisation step exactly as pretraining does
-(``sslray.train.ray_train.build_step``), then alternates two legs of the same number of steps:
+(``sslray.train.worker.build_step``), then alternates two legs of the same number of steps:
 
 - pipeline: full epochs through the training loop's own feed (``epoch_batches``: the
   worker's Ray Data shard of the tile store, whole blocks into the shuffle buffer, batches
@@ -78,7 +78,7 @@ def bench_worker(config: dict[str, Any]) -> None:
     from sslray.config import from_dict
     from sslray.data.shuffle import ShuffleBuffer
     from sslray.train.config import PretrainConfig
-    from sslray.train.ray_train import build_step, epoch_batches
+    from sslray.train.worker import build_step, epoch_batches
     from sslray.train.throughput import StepTimer
 
     cfg = from_dict(PretrainConfig, config["cfg"])
@@ -90,7 +90,7 @@ def bench_worker(config: dict[str, Any]) -> None:
     _, step_fn = build_step(cfg, plan)
     shard = ray.train.get_dataset_shard("train")
     batch = cfg.train.batch_size
-    buffer = ShuffleBuffer(max(plan["shuffle_buffer_tiles"], batch))
+    buffer = ShuffleBuffer(max(plan.shuffle_buffer_tiles, batch))
     in_memory = list(epoch_batches(shard, batch, buffer, (0, 0, 0), device))  # one epoch, kept on the device
     step = 0
     for images in in_memory[: config["warmup"]]:
@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sslray.config import load_config, to_dict
     from sslray.data.store import TileStore
     from sslray.train.config import PretrainConfig
-    from sslray.train.ray_train import training_plan
+    from sslray.data.datasource import read_tile_store
+    from sslray.train.plan import TrainingPlan
 
     preset = PRESETS[args.preset]
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "train.batch_size": args.batch or preset["batch"], "train.steps": 1_000_000}
         cfg = load_config(PretrainConfig, str(ROOT / preset["config"]), [f"{k}={v}" for k, v in overrides.items()])
         store = TileStore.open(cfg.store).select(cfg.data)
-        plan = training_plan(cfg, store)
+        plan = TrainingPlan.of(cfg, store)
         ray.init(num_cpus=args.cpus, object_store_memory=args.object_store_mb * 2**20, include_dashboard=False)
         trainer = TorchTrainer(
             bench_worker,
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          resources_per_worker={"CPU": cfg.train.cpus_per_worker,
                                                                **({"GPU": 1} if cfg.train.use_gpu else {})}),
             run_config=RunConfig(name="train-throughput", storage_path=f"{tmp}/ray"),
-            datasets={"train": store.to_ray_dataset(shuffle=True)},
+            datasets={"train": read_tile_store(store, shuffle=True)},
         )
         trainer.fit()
         ray.shutdown()

@@ -17,13 +17,14 @@ from sslray.evaluate.run import EvaluateConfig, run_evaluate
 from sslray.infer.embed import EmbedConfig, run_embed
 from sslray.train.checkpoint import load_encoder
 from sslray.train.config import PretrainConfig
-from sslray.train.ray_train import run_pretrain
+from sslray.data.datasource import read_tile_store
+from sslray.train.driver import run_pretrain
 
 pytestmark = pytest.mark.ray
 
 
-def test_store_to_ray_dataset(ray_session, tiny_store):
-    ds = tiny_store.to_ray_dataset(columns=["tile_id", "label"])
+def test_read_tile_store_streams_every_tile_with_its_columns(ray_session, tiny_store):
+    ds = read_tile_store(tiny_store, columns=["tile_id", "label"])
     batch = next(iter(ds.iter_batches(batch_size=1000, batch_format="numpy")))
     order = np.argsort(batch["tile_id"])
     assert batch["image"].shape == (len(tiny_store), 2, 64, 64) and batch["image"].dtype == np.uint8
@@ -35,8 +36,8 @@ def test_selected_view_streams_only_its_tiles_and_channels(ray_session, tiny_sto
     from sslray.data.selection import Selection
 
     view = tiny_store.select(Selection(where={"label": ["round", "spindle"]}, channels=["cytoplasm"]))
-    batch = next(iter(view.to_ray_dataset(columns=["tile_id"], shuffle=True).iter_batches(batch_size=1000,
-                                                                                          batch_format="numpy")))
+    batch = next(iter(read_tile_store(view, columns=["tile_id"], shuffle=True).iter_batches(batch_size=1000,
+                                                                                         batch_format="numpy")))
     order = np.argsort(batch["tile_id"])
     assert batch["tile_id"][order].tolist() == view.manifest["tile_id"].tolist()
     np.testing.assert_array_equal(batch["image"][order], view.read(0, len(view)))
@@ -55,7 +56,7 @@ def test_magnification_pairs_stream_as_two_tile_rows(ray_session, tmp_path):
                       rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
     store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
                                        magnification_groups=True))
-    batch = next(iter(store.to_ray_dataset(columns=["tile_id"], shuffle=True, pairs=PairPolicy("ordered"))
+    batch = next(iter(read_tile_store(store, columns=["tile_id"], shuffle=True, pairs=PairPolicy("ordered"))
                       .iter_batches(batch_size=100, batch_format="numpy")))
     m = store.manifest
     tiles = store.read(0, len(store))
@@ -83,8 +84,8 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     saved = storage.read_json(str(out / "checkpoints" / "itest" / "sslray_config.json"))
     assert saved["method"]["out_dim"] == 64 and saved["train"]["steps"] == 4
     encoder, meta = load_encoder(result.checkpoint)
-    assert meta["step"] == 4 and meta["in_chans"] == 2 and meta["image_size"] == 32
-    assert meta["lineage"]["manifest_sha256"] and meta["config"]["method"]["out_dim"] == 64
+    assert meta.step == 4 and meta.in_chans == 2 and meta.image_size == 32
+    assert meta.lineage.manifest_sha256 and meta.config["method"]["out_dim"] == 64
     assert result.summary["last_step"] == 4 and [w["rank"] for w in result.summary["workers"]] == [0]
     assert result.summary["workers"][0]["steps"] == 3 and result.summary["images_per_s"] > 0
 
@@ -104,7 +105,7 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     pretrain = runs["itest"]
     assert pretrain.data.params["method.out_dim"] == "64" and pretrain.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(pretrain.info.run_id, "loss")] == [2, 4]
-    assert pretrain.data.tags["sslray.manifest_sha256"] == meta["lineage"]["manifest_sha256"]
+    assert pretrain.data.tags["sslray.manifest_sha256"] == meta.lineage.manifest_sha256
     assert {"images_per_s", "images_per_s_per_worker", "data_wait_fraction", "step_time_s", "lr"} <= set(
         pretrain.data.metrics)
     assert [w["device"] for w in json.loads(pretrain.data.tags["sslray.workers"])] == ["cpu"]

@@ -6,14 +6,13 @@ spot_dino`` probes both, so the summary says whether the trained aggregator adds
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pyarrow.parquet as pq
 
 from sslray import storage
 from sslray.aggregate.grids import build_grids
-from sslray.aggregate.train import TABLE_FILE, _plain, embedding_matrix, read_embeddings, spot_table
+from sslray.aggregate.train import _plain, read_embeddings, spot_table
+from sslray.artifacts.spot_table import SpotTable
+from sslray.artifacts.vector_table import embedding_matrix
 
 
 def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
@@ -29,9 +28,7 @@ def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
     carry = [c for c in carry_columns if c in table.column_names and c != spot_column]
     out_table, _ = spot_table(table, grids, spot_column, means, carry)
     staging = storage.begin_output(out, overwrite, what="spot table")
-    buffer = io.BytesIO()
-    pq.write_table(out_table, buffer)
-    storage.write_bytes(storage.join(staging, TABLE_FILE), buffer.getvalue())
+    SpotTable(out, "spot_table", out_table, means.shape[1], spot_column).write(staging)
     storage.publish_output(staging, out, {"embeddings": embeddings, "spot_column": spot_column,
                                           "n_rows": out_table.num_rows, "pooling": "mean"})
     return out

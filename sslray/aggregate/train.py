@@ -17,7 +17,6 @@ plain torch loop; no Ray. The output is a spot table published like every sslray
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 import time
@@ -28,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +35,8 @@ from sslray import storage, tracking
 from sslray.aggregate.grids import SpotGrid, build_grids, pad_rows, random_window
 from sslray.aggregate.model import SpotEncoder, SpotModelConfig
 from sslray.artifacts import require_artifact
+from sslray.artifacts.spot_table import AGGREGATOR_DIR, SpotTable
+from sslray.artifacts.vector_table import embedding_matrix
 from sslray.config import to_dict
 from sslray.methods.dino import (
     DINOConfig,
@@ -52,10 +52,8 @@ from sslray.train.loop import cosine_schedule, param_groups
 
 log = logging.getLogger(__name__)
 
-AGGREGATOR_DIR = "_aggregator"  # underscore: pyarrow and Ray Data skip it when reading the table
 WEIGHTS_FILE = "aggregator.safetensors"
 META_FILE = "aggregator.json"
-TABLE_FILE = "part-00000.parquet"
 FORMAT_VERSION = 1
 REQUIRED_COLUMNS = ("embedding", "x", "y")
 
@@ -349,24 +347,6 @@ def read_embeddings(url: str, spot_column: str, carry_columns: list[str]) -> pa.
     return table
 
 
-def embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A (fixed-size) list column of vectors -> (n, D) float32."""
-    arr = column.combine_chunks()
-    if arr.null_count:
-        raise ValueError(f"column 'embedding' has {arr.null_count} null rows")
-    if pa.types.is_fixed_size_list(arr.type):
-        dim = arr.type.list_size
-    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        if len(set(lengths.tolist())) != 1:
-            raise ValueError(f"column 'embedding' holds vectors of different lengths {sorted(set(lengths.tolist()))[:5]}")
-        dim = int(lengths[0])
-    else:
-        raise TypeError(f"column 'embedding' must be a list of floats, got {arr.type}")
-    values = np.array(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)  # own, writable copy
-    return values.reshape(len(arr), dim)
-
-
 def _plain(column: pa.ChunkedArray) -> pa.Array:
     arr = column.combine_chunks()
     return arr.cast(arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
@@ -472,9 +452,7 @@ def run_aggregate(cfg: AggregateConfig) -> str:
 def _publish(cfg: AggregateConfig, table: pa.Table, encoder: SpotEncoder, meta: dict, carried: list[str]) -> None:
     staging = storage.begin_output(cfg.out, cfg.overwrite, what="spot table")
     try:
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        storage.write_bytes(storage.join(staging, TABLE_FILE), buffer.getvalue())
+        SpotTable(cfg.out, "spot_table", table, encoder.embed_dim, cfg.spot_column).write(staging)
         save_aggregator(storage.join(staging, AGGREGATOR_DIR), encoder, meta)
     except BaseException:
         if staging != cfg.out:

@@ -19,7 +19,7 @@ def pretrain_parser(p: argparse.ArgumentParser) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from sslray.train.config import PretrainConfig
-    from sslray.train.ray_train import run_pretrain
+    from sslray.train.driver import run_pretrain
 
     result = run_pretrain(load_config(PretrainConfig, args.config, args.overrides))
     print(json.dumps({"checkpoint": result.checkpoint, "mlflow_run_id": result.run_id,

@@ -1,9 +1,6 @@
-"""Data: readers, ingest, the tile store and its Ray Data view, view transforms.
+"""Data: source readers, ingest, the Ray Data reader of a tile store, view transforms.
 
-Importing this package does not import Ray (methods use ``sslray.data.transforms``);
-the Ray datasource is imported only by ``TileStore.to_ray_dataset``.
+Importing this package imports nothing else: methods use ``sslray.data.transforms`` (torch only)
+and must import without Ray, zarr or fsspec. The tile store format itself is in
+``sslray.artifacts`` (``sslray.data.store`` re-exports its names).
 """
-
-from sslray.data.store import StoreError, TileStore
-
-__all__ = ["StoreError", "TileStore"]

@@ -3,7 +3,8 @@
 ``ray.data.read_zarr`` (Ray 2.60) accepts only zarr-python 2 stores, so sslray reads its
 v3 store with its own datasource: one read task per shard (the unit one S3 object holds),
 each opening the store inside the task (async fsspec filesystems are not fork-safe) and
-emitting one block of tiles plus the manifest columns asked for. A damaged shard raises a
+emitting one block of tiles plus the manifest columns asked for. This is the only Ray in the
+store's reading path: ``TileStore`` (``sslray.artifacts``) knows nothing of Ray. A damaged shard raises a
 StoreError naming it inside the task, so the Ray task error carries that message to the driver.
 """
 
@@ -18,9 +19,10 @@ from ray.data.block import Block, BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from sslray import storage
-from sslray.data.integrity import checked_read
+from sslray.artifacts.checksums import checked_read
+from sslray.artifacts.store_format import TILES, open_zarr_group
+from sslray.artifacts.tile_store import TileStore
 from sslray.data.pairs import PairPolicy, make_pairs
-from sslray.data.store import TILES, TileStore, open_zarr_group
 
 
 class TileStoreDatasource(Datasource):
@@ -38,7 +40,7 @@ class TileStoreDatasource(Datasource):
         self.rows = np.arange(manifest.num_rows) if store.rows is None else np.asarray(store.rows, dtype=np.int64)
         self.channel_index = store.channel_index
         self.manifest = manifest.select(columns) if columns else None
-        self.tile_bytes = store.info.n_channels * store.info.tile_size**2 * np.dtype(store.info.dtype).itemsize
+        self.tile_bytes = store.info.tile_bytes
         self.pairs = pairs
         self.full_manifest = manifest if pairs else None
         self.view_rows = self.rows  # pairs are drawn within the view
@@ -109,13 +111,17 @@ def _read_rows(tiles, rows: np.ndarray) -> np.ndarray:
     return np.asarray(tiles.get_orthogonal_selection((unique,)))[inverse]
 
 
-def read_tile_store(store: TileStore, columns: list[str], shuffle: bool, pairs: PairPolicy | None = None) -> Dataset:
-    """``shuffle`` permutes tiles inside each shard on every read and the order of shards.
+def read_tile_store(store: TileStore, columns: list[str] | None = None, shuffle: bool = False,
+                    pairs: PairPolicy | None = None) -> Dataset:
+    """A Ray Dataset of a store view: an ``image`` column (C, H, W) plus the chosen manifest ``columns``.
+
+    With ``pairs`` each row is a magnification pair, ``image`` (2, C, H, W), partners redrawn
+    every epoch (MPCS). ``shuffle`` permutes tiles inside each shard on every read and the order of shards.
 
     Not ``randomize_block_order``: it is an all-to-all step that reads the whole store
     before the first batch of every epoch (measured: training stalled on 3000 224-px tiles).
     """
-    source = TileStoreDatasource(store, columns, shuffle, pairs)
+    source = TileStoreDatasource(store, list(columns or []), shuffle, pairs)
     # One block per shard: left to itself Ray Data splits each into many small blocks, which
     # measured 1.4x slower end to end (benchmarks/ingest_stream.py).
     return read_datasource(source, override_num_blocks=len(source.shard_groups()))

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.dataset as pads
 
 from sslray import storage, tracking
-from sslray.artifacts import PROBE_TABLES, require_artifact
+from sslray.artifacts import PROBE_TABLES
+from sslray.artifacts.vector_table import VectorTable
 from sslray.evaluate.linear_probe import Split, fit_probe, probe_metrics
 from sslray.evaluate.probe_inputs import check_classes, probe_splits, resolve_group_column
 
@@ -56,17 +56,15 @@ class ProbeData:
 
 
 def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
-    require_artifact(cfg.embeddings, PROBE_TABLES)  # names a tile store, image folder or typo as such
-    fs, path = storage.filesystem(cfg.embeddings)
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    vectors = VectorTable.read(cfg.embeddings, PROBE_TABLES)  # names a tile store, image folder or typo as such
+    table = vectors.table
     if cfg.label_column not in table.column_names:
         raise KeyError(f"{cfg.embeddings}: no label column {cfg.label_column!r} (columns: {table.column_names})")
     labels = np.asarray(table.column(cfg.label_column).to_pylist(), dtype=object)
     keep = np.array([v is not None and v == v for v in labels])  # unlabelled tiles are not probed
     if keep.sum() == 0:
         raise ValueError(f"{cfg.embeddings}: column {cfg.label_column!r} holds no labels")
-    emb = table.column("embedding").combine_chunks()
-    features = emb.values.to_numpy().reshape(len(emb), -1)[keep]
+    features = vectors.matrix()[keep]
     where = f"embeddings table {cfg.embeddings}"
     group_col = resolve_group_column(table, cfg.group_column, keep, where)
     groups = np.asarray(table.column(group_col).to_pylist(), dtype=object)[keep] if group_col else None

@@ -17,12 +17,11 @@ import pyarrow as pa
 import torch
 
 from sslray import storage, tracking
-from sslray.data.selection import Selection
+from sslray.artifacts.checkpoint import CheckpointMeta, load_encoder, read_meta
+from sslray.artifacts.embeddings import carried_columns, embeddings_batch
+from sslray.artifacts.selection import Selection
+from sslray.artifacts.tile_store import TileStore
 from sslray.data.transforms import normalize, resize, to_unit
-from sslray.train.checkpoint import load_encoder, read_meta
-
-ID_COLUMNS = ("tile_id", "source", "image_id", "x", "y", "level", "mpp", "tissue_fraction", "label", "group", "split")
-GROUP_COLUMNS = ("slide_id", "patient_id", "spot_id", "plate", "well", "site", "batch", "perturbation", "magnification")
 
 
 @dataclass
@@ -63,39 +62,31 @@ class Embedder:
         images = torch.from_numpy(np.ascontiguousarray(batch.pop("image"))).to(self.device)
         features = encode(self.encoder, images, self.meta, self.device)
         if self.l2_normalize:  # per channel block for channel-agnostic encoders, so no channel dominates
-            features = torch.nn.functional.normalize(features.view(len(images), -1, self.meta["embed_dim"]), dim=-1)
-        return embeddings_table(batch, features.reshape(len(images), -1).cpu().numpy(), self.checkpoint)
+            features = torch.nn.functional.normalize(features.view(len(images), -1, self.meta.embed_dim), dim=-1)
+        return embeddings_batch(batch, features.reshape(len(images), -1).cpu().numpy(), self.checkpoint)
 
 
-def encode(encoder: torch.nn.Module, images: torch.Tensor, meta: dict, device: torch.device) -> torch.Tensor:
+def encode(encoder: torch.nn.Module, images: torch.Tensor, meta: CheckpointMeta, device: torch.device) -> torch.Tensor:
     """Raw tiles -> embeddings as the checkpoint prescribes: scale, resize, normalise, encode.
 
     A channel-agnostic checkpoint (``per_channel``) encodes each channel as its own image and
     concatenates the C vectors in channel order: (B, C * D).
     """
-    x = resize(to_unit(images, meta["scale"]), meta["image_size"])
+    x = resize(to_unit(images, meta.scale), meta.image_size)
     b, c = x.shape[:2]
-    if meta.get("per_channel"):
+    if meta.per_channel:
         x = x.reshape(b * c, 1, *x.shape[2:])
-    x = normalize(x, meta["mean"], meta["std"])
+    x = normalize(x, meta.mean, meta.std)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         features = encoder(x).float()
     return features.reshape(b, -1)
-
-
-def embeddings_table(columns: dict[str, np.ndarray], features: np.ndarray, checkpoint: str) -> pa.Table:
-    n, dim = features.shape
-    flat = pa.array(features.astype(np.float32, copy=False).reshape(-1))
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, dim))
-    return table.append_column("checkpoint", pa.array([checkpoint] * n, pa.string()).dictionary_encode())
 
 
 def run_embed(cfg: EmbedConfig) -> str:
     """Embed every tile of ``cfg.store``; returns the URL of the published table."""
     from ray.data import ActorPoolStrategy
 
-    from sslray.data.store import TileStore
+    from sslray.data.datasource import read_tile_store
     from sslray.runtime import cluster_has_gpus, ensure_ray
 
     tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
@@ -103,10 +94,10 @@ def run_embed(cfg: EmbedConfig) -> str:
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
     ensure_ray()
     store = _select(TileStore.open(cfg.store), cfg.data, meta, cfg.checkpoint)
-    columns = [c for c in (*ID_COLUMNS, *GROUP_COLUMNS) if c in store.manifest_table.column_names]
+    columns = carried_columns(store.manifest_table.column_names)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table", kind="embeddings")
-    ds = store.to_ray_dataset(columns=columns).map_batches(
+    ds = read_tile_store(store, columns=columns).map_batches(
         Embedder,
         fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "l2_normalize": cfg.l2_normalize},
         batch_size=cfg.batch_size,
@@ -122,7 +113,7 @@ def run_embed(cfg: EmbedConfig) -> str:
         if staging != cfg.out:
             storage.remove(staging)
         raise
-    dim = meta["embed_dim"] * (store.info.n_channels if meta.get("per_channel") else 1)
+    dim = meta.embed_dim * (store.info.n_channels if meta.per_channel else 1)
     info = {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": dim,
             "l2_normalized": cfg.l2_normalize}
     storage.publish_output(staging, cfg.out, info)
@@ -130,27 +121,27 @@ def run_embed(cfg: EmbedConfig) -> str:
     return cfg.out
 
 
-def _select(store, selection: Selection, meta: dict, checkpoint: str):
+def _select(store: TileStore, selection: Selection, meta: CheckpointMeta, checkpoint: str) -> TileStore:
     """The tiles asked for, with the checkpoint's channels picked by name when the store has more."""
-    if meta.get("per_channel"):  # channel-agnostic: any channels, each embedded on its own
+    if meta.per_channel:  # channel-agnostic: any channels, each embedded on its own
         return store.select(selection)
-    trained_on = meta.get("channels")
+    trained_on = meta.channels
     if selection.channels is None and trained_on and set(trained_on) <= set(store.info.channels):
         selection = replace(selection, channels=list(trained_on))
     view = store.select(selection)
-    if view.info.n_channels != meta["in_chans"]:
+    if view.info.n_channels != meta.in_chans:
         raise ValueError(f"{store.url} gives {view.info.n_channels} channels {view.info.channels} but the checkpoint "
-                         f"{checkpoint} expects {meta['in_chans']} ({trained_on}); choose them with data.channels")
+                         f"{checkpoint} expects {meta.in_chans} ({trained_on}); choose them with data.channels")
     return view
 
 
-def _track(cfg: EmbedConfig, meta: dict, n_rows: int, seconds: float) -> None:
+def _track(cfg: EmbedConfig, meta: CheckpointMeta, n_rows: int, seconds: float) -> None:
     from sslray.config import to_dict
 
     uri = tracking.resolve_uri(cfg.tracking, cfg.run_dir)
     tags = {"sslray.stage": "embed", "sslray.checkpoint": tracking.redact(cfg.checkpoint),
             "sslray.store": tracking.redact(cfg.store), "sslray.embeddings": tracking.redact(cfg.out),
-            "sslray.manifest_sha256": meta.get("lineage", {}).get("manifest_sha256", "")}
+            "sslray.manifest_sha256": meta.lineage.manifest_sha256}
     run_id = tracking.start_run(uri, cfg.tracking.experiment, "embed", cfg.run_dir, tags)
     tracking.log_config(uri, run_id, to_dict(cfg))
     tracking.log_metrics(uri, run_id, {"n_rows": n_rows, "seconds": seconds, "tiles_per_s": n_rows / max(seconds, 1e-9)})

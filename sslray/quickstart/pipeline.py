@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sslray import storage
+from sslray.artifacts.tile_store import TileStore
 from sslray.config import apply_override, from_dict, to_dict
 from sslray.data.ingest import IngestConfig, ingest_folder
-from sslray.data.store import TileStore
 from sslray.evaluate.run import EvaluateConfig, run_evaluate
 from sslray.infer.embed import EmbedConfig, run_embed
 from sslray.methods import METHODS
@@ -65,7 +65,7 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
     _check_tracking(cfg, out)
     store = _ingest(cfg, recipe, out)
     pretrain = _pretrain_config(cfg, recipe, out, store)
-    from sslray.train.ray_train import run_pretrain
+    from sslray.train.driver import run_pretrain
 
     print(f"[sslray] pretraining {pretrain.method_name} for {pretrain.train.steps} steps on {len(store)} tiles",
           flush=True)
@@ -160,12 +160,12 @@ def save_random_init(cfg: PretrainConfig, store: TileStore, url: str) -> None:
     """The untrained backbone, same seed, saved in the checkpoint format for the baseline."""
     import torch
 
+    from sslray.artifacts.checkpoint import save_checkpoint
+    from sslray.artifacts.checkpoint_meta import DataFacts
     from sslray.models.backbones import create_backbone
-    from sslray.train.checkpoint import save_checkpoint
-    from sslray.train.ray_train import checkpoint_meta, data_facts
+    from sslray.train.plan import checkpoint_meta
 
     torch.manual_seed(cfg.train.seed)
-    facts = data_facts(store, METHODS.get(cfg.method_name).channel_agnostic)
-    encoder = create_backbone(cfg.model, facts["in_chans"])
-    meta = checkpoint_meta(cfg, facts, int(encoder.num_features))
-    save_checkpoint(url, encoder, meta | {"method": "random_init"})
+    facts = DataFacts.of(store, METHODS.get(cfg.method_name).channel_agnostic)
+    encoder = create_backbone(cfg.model, facts.in_chans)
+    save_checkpoint(url, encoder, checkpoint_meta(cfg, facts, int(encoder.num_features), method="random_init"))

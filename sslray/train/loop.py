@@ -1,7 +1,8 @@
 """The method-agnostic optimisation step, in plain torch.
 
-Ray Train glue (sharded data, checkpoints, reporting) lives in ``sslray.train.ray_train``;
-this module knows nothing about Ray so the step can be tested on tensors in memory.
+Ray Train glue (sharded data, checkpoints, reporting) lives in ``sslray.train.worker``; this
+module knows nothing about Ray, storage or tracking, so the step can be tested on tensors in
+memory and timed on a machine with torch and timm only (``tests/test_core_imports.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from sslray.data.transforms import normalize, to_unit
 from sslray.methods.base import SSLMethod
 from sslray.methods.monitor import collapse_metrics
-from sslray.train.config import OptimConfig
+from sslray.train.optim import OptimConfig
 
 
 def cosine_schedule(step: int, total: int, start: float, end: float, warmup: int = 0, warmup_start: float = 0.0) -> float:

@@ -70,7 +70,9 @@ def test_damage_in_the_shard_index_is_named_too(tiny_store, tmp_path):
 def test_damage_surfaces_through_the_ray_data_read_path(tiny_store, tmp_path, ray_session):
     store = _copy(tiny_store, tmp_path / "ray")
     _flip(store / SHARD)
-    ds = TileStore.open(str(store)).to_ray_dataset(columns=["label"])
+    from sslray.data.datasource import read_tile_store
+
+    ds = read_tile_store(TileStore.open(str(store)), columns=["label"])
     with pytest.raises(StoreError) as err:  # raised inside the read task; Ray keeps the type
         ds.take_all()
     assert f"{store}/{SHARD} is damaged" in str(err.value)

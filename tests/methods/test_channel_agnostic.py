@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from sslray.artifacts.checkpoint_meta import CheckpointMeta, ModelSpec, pooled_stats
 from sslray.infer.embed import encode
 from sslray.methods import METHODS, Schedule, build_method
 from sslray.methods.dino import DINOConfig, MultiCropConfig, random_channel
 from sslray.models.backbones import BackboneConfig, create_backbone
-from sslray.train.ray_train import pooled_stats
 
 
 def test_random_channel_takes_one_whole_channel_per_image():
@@ -43,7 +43,8 @@ def test_method_trains_a_one_channel_encoder_on_any_panel():
 def test_per_channel_embedding_concatenates_channels_in_order():
     torch.manual_seed(0)
     encoder = create_backbone(BackboneConfig("resnet18"), 1).eval()
-    meta = {"per_channel": True, "scale": 255.0, "image_size": 32, "mean": [0.4], "std": [0.2], "embed_dim": 512}
+    meta = CheckpointMeta(ModelSpec("resnet18"), in_chans=1, image_size=32, scale=255.0, mean=[0.4], std=[0.2],
+                          per_channel=True, embed_dim=512)
     images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         together = encode(encoder, images, meta, torch.device("cpu"))

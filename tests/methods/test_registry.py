@@ -9,7 +9,7 @@ import torch
 
 from sslray.methods import METHODS, Schedule, build_method
 from sslray.models.backbones import BackboneConfig, create_backbone
-from sslray.train.config import OptimConfig
+from sslray.train.optim import OptimConfig
 from sslray.train.loop import SSLStep
 
 TINY_VIT = BackboneConfig("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2,

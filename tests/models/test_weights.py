@@ -54,7 +54,7 @@ def test_checkpoint_rebuilds_the_encoder_alone(tmp_path):
     save_checkpoint(tmp_path / "ckpt", encoder, meta)
     rebuilt, loaded_meta = load_encoder(str(tmp_path / "ckpt"))
     x = torch.rand(2, 2, 32, 32)
-    assert torch.allclose(encoder(x), rebuilt(x)) and loaded_meta["mean"] == [0.1, 0.2]
+    assert torch.allclose(encoder(x), rebuilt(x)) and loaded_meta.mean == [0.1, 0.2]
     with pytest.raises(FileNotFoundError, match="not an sslray checkpoint"):
         load_encoder(str(tmp_path))
 

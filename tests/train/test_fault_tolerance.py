@@ -13,7 +13,7 @@ import pytest
 from sslray.config import from_dict
 from sslray.train.checkpoint import load_encoder
 from sslray.train.config import PretrainConfig
-from sslray.train.ray_train import run_pretrain
+from sslray.train.driver import run_pretrain
 
 pytestmark = pytest.mark.ray
 
@@ -64,7 +64,7 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_sto
     assert killed, "no training worker was found to kill"
     assert result.steps == steps
     _, meta = load_encoder(result.checkpoint)
-    assert meta["step"] == steps  # the final model loads, and it is the last step's
+    assert meta.step == steps  # the final model loads, and it is the last step's
 
     client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
     run = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)[0]
@@ -80,7 +80,7 @@ _JOB = """
 import json, sys
 from sslray.config import from_dict
 from sslray.train.config import PretrainConfig
-from sslray.train.ray_train import run_pretrain
+from sslray.train.driver import run_pretrain
 run_pretrain(from_dict(PretrainConfig, json.loads(sys.argv[1])))
 """
 
@@ -137,4 +137,4 @@ def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_ru
     repeated = {s for s in logged if logged.count(s) > 1}
     assert not repeated or min(repeated) > every  # resumed from a checkpoint, not from step 0
     assert logged.index(steps) > logged.index(every)  # the resubmitted run logged the end
-    assert load_encoder(result.checkpoint)[1]["step"] == steps and "2999" not in result.checkpoint
+    assert load_encoder(result.checkpoint)[1].step == steps and "2999" not in result.checkpoint

@@ -24,7 +24,7 @@ _JOB = """
 import json, sys
 from sslray.config import from_dict
 from sslray.train.config import PretrainConfig
-from sslray.train.ray_train import run_pretrain
+from sslray.train.driver import run_pretrain
 result = run_pretrain(from_dict(PretrainConfig, json.loads(sys.argv[1])))
 print("RESULT " + json.dumps({"checkpoint": result.checkpoint, "run_id": result.run_id}))
 """
@@ -50,7 +50,7 @@ def test_two_nodes_train_one_model_with_checkpoints_on_s3(ray_cluster, mlflow_se
 
     assert result["checkpoint"].startswith(f"{s3_server}/runs/checkpoints/two-nodes/checkpoint_")
     _, meta = load_encoder(result["checkpoint"])  # read back from object storage
-    assert meta["step"] == steps
+    assert meta.step == steps
 
     client = mlflow.MlflowClient(mlflow_server.uri)
     run = client.get_run(result["run_id"])

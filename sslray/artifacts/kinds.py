@@ -1,4 +1,4 @@
-"""What a reader finds at a URL, and one clear refusal when it is not what the stage reads.
+"""Artifact kinds: what a reader finds at a URL, and one clear refusal when it is not what the stage reads.
 
 Every stage reads an artifact another stage published: a tile store (``store=``,
 ``sslray store info|verify``), an embeddings table (``--embeddings``), a spot table. Handed

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from sslray import storage
-from sslray.data.store import StoreError, TileStore, TileStoreWriter, chunk_layout
+from sslray.artifacts.store_format import StoreError, chunk_layout
+from sslray.artifacts.tile_store import TileStore
+from sslray.artifacts.tile_store_writer import TileStoreWriter
 
 
 def _rows(n, offset=0):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sslray.models.backbones import BackboneConfig, create_backbone
-from sslray.train.checkpoint import (
+from sslray.artifacts.checkpoint import (
     ENCODER_FILE,
     META_FILE,
     TRAIN_STATE_FILE,
@@ -35,7 +35,7 @@ def test_a_whole_checkpoint_loads_its_encoder_and_train_state(checkpoint):
     path, encoder = checkpoint
     rebuilt, meta = load_encoder(str(path))
     x = torch.rand(2, 2, 32, 32)
-    assert torch.allclose(encoder(x), rebuilt(x)) and meta["step"] == 7
+    assert torch.allclose(encoder(x), rebuilt(x)) and meta.step == 7
     state = load_train_state(str(path))
     assert state["epoch"] == 1 and torch.equal(state["state"]["w"], torch.arange(4.0))
     assert set(json.loads((path / META_FILE).read_text())["files"]) == {ENCODER_FILE, TRAIN_STATE_FILE}
