@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sslray import storage
+from sslray.artifacts.tile_store import TileStore
+from sslray.artifacts.tile_store_writer import TileStoreWriter
 from sslray.data.intensity import Scaling
 from sslray.data.parts import INGEST_DIR, PartResult, discard_part, read_part
 from sslray.data.sources import IngestError, IngestReport, SourceImage, fail
-from sslray.data.store import TileStore, TileStoreWriter
 
 if TYPE_CHECKING:
-    from sslray.data.ingest import IngestConfig
+    from sslray.data.ingest_config import IngestConfig
 
 
 def assemble(sources: list[SourceImage], parts: dict[str, PartResult], cfg: IngestConfig, staging: str,

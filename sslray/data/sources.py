@@ -19,7 +19,7 @@ from sslray.data.readers import HDF5_SUFFIXES, IMAGE_SUFFIXES
 from sslray.data.wsi import SLIDE_SUFFIXES
 
 if TYPE_CHECKING:
-    from sslray.data.ingest import IngestConfig
+    from sslray.data.ingest_config import IngestConfig
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from sslray.data.sources import IngestError, SourceImage
 from sslray.data.wsi import tile_slide
 
 if TYPE_CHECKING:
-    from sslray.data.ingest import IngestConfig
+    from sslray.data.ingest_config import IngestConfig
 
 
 def tile_source(source: SourceImage, cfg: IngestConfig, staging: str, scaling: Scaling | None = None) -> PartResult:

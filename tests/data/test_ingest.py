@@ -1,7 +1,8 @@
-"""The ingest run: config checks, the plan, the fan-out of tiling (in process or on Ray Data), real data.
+"""The ingest run: the plan, the fan-out of tiling (in process or on Ray Data), real data.
 
 Which files are sources, one source into a part and the parts into the store are tested in
-test_sources.py, test_tiling.py and test_assembly.py; resuming in test_ingest_resume.py.
+test_sources.py, test_tiling.py and test_assembly.py, the settings in test_ingest_config.py,
+resuming in test_ingest_resume.py.
 """
 
 import numpy as np
@@ -14,21 +15,6 @@ from sslray.data.readers import natural_key
 from sslray.data.sources import SourceImage
 from tests.conftest import write_png
 from tests.data.images import JUMP, cell_painting_plate, rgb_folder
-
-
-@pytest.mark.parametrize("bad, message", [
-    ({"workers": -1}, "workers must be 0"),
-    ({"tile_size": 4}, "tile_size must be >= 8"),
-    ({"min_tissue": 1.5}, r"min_tissue must be in \[0, 1\]"),
-    ({"float_max": [0.0]}, "float_max must list positive values"),
-    ({"compression": "gzip"}, "compression must be one of"),
-    ({"clip_percentiles": [99, 1]}, "clip_percentiles must be two values"),
-    ({"max_pixels": 0}, "max_pixels must be a positive number"),
-    ({"layout": "channel-files", "channel_pattern": "-ch(?P<channel>[0-9]+"}, "is not a valid regex"),
-])
-def test_bad_settings_are_refused_when_the_config_is_made(bad, message):
-    with pytest.raises(ValueError, match=message):
-        IngestConfig(src="src", dest="dest", **bad)
 
 
 def _tiny_sources(tmp_path, names=("a.png", "b.png", "c.png")) -> list[SourceImage]:
