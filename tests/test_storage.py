@@ -92,3 +92,14 @@ def test_old_artifacts_without_a_recorded_kind_are_told_by_their_files(tmp_path)
         storage.mark_complete(str(tmp_path / name), marker_info)
         assert storage.artifact_kind(str(tmp_path / name)) == kind
     assert storage.artifact_kind(str(tmp_path / "nothing")) is None
+
+
+def test_storage_marker_helpers(tmp_path):
+    url = str(tmp_path / "out")
+    staging = storage.begin_output(url)
+    storage.write_json(storage.join(staging, "x.json"), {"a": 1})
+    assert not storage.exists(url)
+    storage.publish_output(staging, url, {"n": 1})
+    assert storage.is_complete(url) and storage.read_json(storage.join(url, "x.json")) == {"a": 1}
+    with pytest.raises(FileExistsError):
+        storage.begin_output(url)

@@ -1,40 +1,9 @@
-"""Shard checksums: `sslray store verify` names damaged, missing and extra files."""
+"""`sslray store info`: what a published tile store holds (its checksums are tested in tests/artifacts/test_checksums.py)."""
 
 import json
 
 from sslray.cli import main
-from sslray.data.integrity import store_summary, verify_store
-
-
-def _copy_store(tiny_store, tmp_path):
-    import shutil
-
-    dest = tmp_path / "copy"
-    shutil.copytree(tiny_store.url, dest)
-    return dest
-
-
-def test_fresh_store_verifies(tiny_store):
-    assert verify_store(tiny_store.url) == []
-
-
-def test_damaged_shard_is_named(tiny_store, tmp_path):
-    store = _copy_store(tiny_store, tmp_path)
-    shard = next(p for p in (store / "tiles.zarr" / "tiles").rglob("*") if p.is_file() and p.name != "zarr.json")
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    problems = verify_store(str(store))
-    assert len(problems) == 1 and shard.name in problems[0] and "checksum mismatch" in problems[0]
-
-
-def test_missing_and_extra_files_are_named(tiny_store, tmp_path, capsys):
-    store = _copy_store(tiny_store, tmp_path)
-    (store / "manifest.parquet").unlink()
-    (store / "stray.bin").write_bytes(b"x")
-    assert main(["store", "verify", str(store)]) == 1
-    err = capsys.readouterr().err
-    assert "manifest.parquet: missing" in err and "stray.bin: unexpected file" in err
+from sslray.data.integrity import store_summary
 
 
 def test_info_summarises_the_store(tiny_store, capsys):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sslray.data.selection import Selection, SelectionError
+from sslray.artifacts.selection import Selection, SelectionError
 
 
 def test_where_filters_rows_and_keeps_store_tile_ids(tiny_store):
@@ -52,3 +52,15 @@ def test_selection_config_is_validated():
         Selection(min_tissue=1.5)
     with pytest.raises(SelectionError, match="twice"):
         Selection(channels=["a", "a"])
+
+
+def test_rows_are_sorted_indices_and_the_same_channels_need_no_index():
+    import pyarrow as pa
+
+    manifest = pa.table({"label": ["b", "a", "b", None], "tissue_fraction": [0.9, 0.2, None, 1.0]})
+    rows = Selection(where={"label": "b"}, min_tissue=0.5).rows(manifest, "s")
+    assert rows.tolist() == [0]  # a missing tissue fraction counts as none
+    assert Selection(where={"label": ["b", "a"]}).rows(manifest, "s").tolist() == [0, 1, 2]
+    assert Selection().is_everything and not Selection(min_tissue=0.1).is_everything
+    assert Selection(channels=["DNA", "ER"]).channel_index(["DNA", "ER"], "s") is None
+    assert Selection(channels=["ER"]).channel_index(["DNA", "ER"], "s") == [1]
