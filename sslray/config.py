@@ -11,6 +11,7 @@ import dataclasses
 import json
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -23,6 +24,10 @@ C = TypeVar("C")
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
+
+
+class RenamedConfigKey(FutureWarning):
+    """An old config key was given; it still works, under its new name."""
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
@@ -70,6 +75,7 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
     """Strictly convert a nested mapping to dataclass ``cls``; unknown keys are errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    data = _rename_old_keys(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -86,6 +92,25 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{prefix or 'config'}: {err}") from None
+
+
+def _rename_old_keys(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Old YAMLs and scripts keep working: a key a config renamed (its ``RENAMED_KEYS``, old -> new)
+    maps to the new name with a one-line warning."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not renamed.keys() & data.keys():
+        return data
+    data = dict(data)
+    where = f"{prefix}." if prefix else ""
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        if new in data:
+            raise ConfigError(f"{where}{old} and {where}{new} are both set; {old} is the old name of {new}")
+        warnings.warn(f"config key {where}{old} is now {where}{new}; the old name will go", RenamedConfigKey,
+                      stacklevel=4)
+        data[new] = data.pop(old)
+    return data
 
 
 def to_dict(obj: Any) -> Any:

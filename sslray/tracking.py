@@ -21,6 +21,8 @@ from sslray.config import flatten
 from sslray.credentials import REDACTED, SECRET_KEYS, SECRET_PATTERN, is_secret, redact, redact_url  # noqa: F401
 from sslray.credentials import refuse_inline_credentials
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment by this tag
+MODEL_TRAINING = "custom_model_development"  # the runs table; without the tag 3.17 may open the GenAI view
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
 PROBE_TIMEOUT_S = 5.0  # one request; MLflow's own client retries a dead server for minutes
 _REACHABLE: set[str] = set()  # servers probed from this process
@@ -38,7 +40,7 @@ class TrackingConfig:
 
 def resolve_uri(cfg: TrackingConfig, out_dir: str, probe: bool = True) -> str:
     """The run's tracking URI: a URI with inline credentials is refused, a dead server reported (``probe``)."""
-    storage.check_folder(out_dir, "run directory (out)")
+    storage.check_folder(out_dir, "run directory (run_dir)")
     uri = _configured_uri(cfg, out_dir)
     if probe:
         check_reachable(uri)
@@ -48,7 +50,7 @@ def resolve_uri(cfg: TrackingConfig, out_dir: str, probe: bool = True) -> str:
 def check(cfg: TrackingConfig, out_dir: str) -> None:
     """What every stage calls before any work (and before Ray starts): ``resolve_uri``'s refusals
     and probe, without creating the SQLite store's folder yet."""
-    storage.check_folder(out_dir, "run directory (out)")
+    storage.check_folder(out_dir, "run directory (run_dir)")
     check_reachable(_configured_uri(cfg, out_dir, create=False))
 
 
@@ -102,27 +104,44 @@ def _reason(err: Exception, timeout: float) -> str:
 
 
 def get_experiment_id(uri: str, name: str, out_dir: str | None) -> str:
+    """The experiment's id, creating it (marked as model training) if it is new; an existing one
+    that lacks the mark gets it, so MLflow's UI shows its runs table."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+    if experiment is None:
+        experiment = client.get_experiment(_create_experiment(client, uri, name, out_dir))
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return experiment.experiment_id
+
+
+def _create_experiment(client, uri: str, name: str, out_dir: str | None) -> str:
     artifact_location = None
     if uri.startswith("sqlite:") and out_dir is not None:
         artifact_location = Path(storage.local_path(out_dir), "mlartifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except Exception:  # created concurrently by another process
         return client.get_experiment_by_name(name).experiment_id
 
 
-def start_run(uri: str, experiment: str, run_name: str, out_dir: str | None, tags: dict[str, str] | None = None) -> str:
+def run_experiment(uri: str, run_id: str) -> str:
+    """The experiment a run lives in (a nested run goes into its parent's)."""
+    import mlflow
+
+    return mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+
+
+def start_run(uri: str, experiment: str, run_name: str, out_dir: str | None, tags: dict[str, str] | None = None,
+              experiment_id: str | None = None) -> str:
     """Create a run and return its id; stages log to it by id, from any process."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    experiment_id = get_experiment_id(uri, experiment, out_dir)
+    experiment_id = experiment_id or get_experiment_id(uri, experiment, out_dir)
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
     return run.info.run_id
 

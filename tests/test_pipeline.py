@@ -72,7 +72,7 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "run"
     cfg = from_dict(PretrainConfig, {
-        "store": tiny_store.url, "out": str(out), "name": "itest",
+        "store": tiny_store.url, "run_dir": str(out), "name": "itest",
         "model": {"name": "vit_tiny_patch16_224",
                   "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
         "method": {"name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
@@ -97,12 +97,13 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     emb = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
     assert emb.shape == (len(tiny_store), 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
 
-    scores = run_evaluate(EvaluateConfig(embeddings=table_url, out=str(out), c_grid=[0.1, 1.0]))
+    scores = run_evaluate(EvaluateConfig(embeddings=table_url, run_dir=str(out), c_grid=[0.1, 1.0]))
     assert 0 <= scores["balanced_accuracy"] <= 1 and 0 <= scores["macro_auc"] <= 1
 
     client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
     runs = {r.info.run_name: r for r in client.search_runs(client.get_experiment_by_name("sslray").experiment_id)}
-    pretrain = runs["itest"]
+    assert set(runs) == {"pretrain itest", "embed emb", "evaluate emb"}  # "<stage> <input>"
+    pretrain = runs["pretrain itest"]
     assert pretrain.data.params["method.out_dim"] == "64" and pretrain.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(pretrain.info.run_id, "loss")] == [2, 4]
     assert pretrain.data.tags["sslray.manifest_sha256"] == meta.lineage.manifest_sha256
@@ -111,8 +112,9 @@ def test_ingest_pretrain_embed_evaluate(ray_session, tiny_store, tmp_path, monke
     assert [w["device"] for w in json.loads(pretrain.data.tags["sslray.workers"])] == ["cpu"]
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id)}
     assert {"config.json", "throughput.json", "checkpoint"} <= artifacts
-    assert "test_balanced_accuracy" in runs["evaluate"].data.metrics
-    assert runs["embed"].data.metrics["n_rows"] == len(tiny_store)
+    assert "test_balanced_accuracy" in runs["evaluate emb"].data.metrics
+    assert runs["embed emb"].data.metrics["n_rows"] == len(tiny_store)
+    assert {r.data.tags["sslray.stage"] for r in runs.values()} == {"pretrain", "embed", "evaluate"}
 
 
 def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
@@ -127,3 +129,15 @@ def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
         assert set(summary[name]) == {"balanced_accuracy", "macro_auc"}
         assert 0 <= summary[name]["balanced_accuracy"] <= 1
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/qs/mlflow.db"
+
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    experiment = client.get_experiment_by_name("sslray")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs table, not GenAI
+    runs = client.search_runs(experiment.experiment_id)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted(r.info.run_name for r in runs if r is not parent)
+    assert parent.info.run_name == "quickstart dino" and parent.info.status == "FINISHED"
+    assert children == sorted(["ingest data", "pretrain quickstart-dino", "embed ssl", "embed random_init",
+                               "evaluate ssl", "evaluate random_init"])
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs if r is not parent} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in runs)

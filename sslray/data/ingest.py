@@ -31,6 +31,8 @@ import numpy as np
 
 from sslray import storage
 from sslray.artifacts.tile_store import TileStore
+from sslray.config import to_dict
+from sslray.credentials import redact_url
 from sslray.data.assembly import assemble
 from sslray.data.ingest_config import IngestConfig
 from sslray.data.intensity import IntensityError, Scaling, calibrate, sample_for_calibration
@@ -38,6 +40,7 @@ from sslray.data.parts import INGEST_DIR, PartResult, PlanMismatch, check_plan, 
 from sslray.data.readers import IMAGE_SUFFIXES, ImageReadError, iter_hdf5_images
 from sslray.data.sources import IngestError, IngestReport, SourceImage, discover_sources, fail
 from sslray.data.tiling import load_source, tile_source
+from sslray.stage import input_name, tracked_run
 
 __all__ = ["IngestConfig", "IngestError", "IngestReport", "SourceImage", "discover_sources", "ingest_folder",
            "tile_source"]
@@ -49,7 +52,8 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     """Read, tile and store every image under ``cfg.src``; returns the published store.
 
     Sources are tiled into parts in parallel (a Ray Data job, one task per file), then
-    assembled in source order. Rerunning an interrupted ingest with the same settings
+    assembled in source order. Inside a pipeline (the quickstart) the ingest is a nested MLflow
+    run; on its own it has no tracking settings and logs nothing. Rerunning an interrupted ingest with the same settings
     redoes only the sources that have no finished part.
     """
     check_source_and_dest(cfg.src, cfg.dest)
@@ -57,10 +61,14 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     sources = discover_sources(cfg, report)
     if not sources:
         raise IngestError(f"{cfg.src}: no usable images found (looked for {sorted(IMAGE_SUFFIXES)})")
-    staging = _begin(cfg, sources)
-    scaling = _scaling(sources, cfg, staging)
-    parts = _tile_all(sources, cfg, staging, scaling, report)
-    return assemble(sources, parts, cfg, staging, scaling, report)
+    with tracked_run(None, None, stage="ingest", input=input_name(cfg.src), config=to_dict(cfg),
+                     tags={"sslray.store": redact_url(cfg.dest)}) as run:
+        staging = _begin(cfg, sources)
+        scaling = _scaling(sources, cfg, staging)
+        parts = _tile_all(sources, cfg, staging, scaling, report)
+        store = assemble(sources, parts, cfg, staging, scaling, report)
+        run.log_metrics({"n_sources": len(sources), "n_tiles": len(store), "n_skipped": len(report.skipped)})
+    return store
 
 
 def check_source_and_dest(src: str, dest: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from sslray import storage, tracking
 from sslray.artifacts import PROBE_TABLES
 from sslray.artifacts.vector_table import VectorTable
 from sslray.evaluate.linear_probe import Split, fit_probe, probe_metrics
+from sslray.config import to_dict
 from sslray.evaluate.probe_inputs import check_classes, probe_splits, resolve_group_column
+from sslray.stage import StageRun, input_name, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvaluateConfig:
     embeddings: str = ""
-    out: str = "sslray-runs"
-    name: str = "evaluate"
+    run_dir: str = "sslray-runs"  # Tune's trials and the default MLflow store
+    name: str = ""  # what the run calls the input (``evaluate NAME``); default: the table's folder name
     label_column: str = "label"
     group_column: str | None = None  # None: "group" if filled, else image_id (printed); a named one must exist
     test_fraction: float = 0.25
@@ -37,6 +40,8 @@ class EvaluateConfig:
     cpus_per_trial: float = 0.5
     tracking: tracking.TrackingConfig = field(default_factory=tracking.TrackingConfig)
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "run_dir"}
+
     def __post_init__(self) -> None:
         if not self.embeddings:
             raise ValueError("embeddings: the embeddings table URL is required")
@@ -45,6 +50,10 @@ class EvaluateConfig:
                 raise ValueError(f"{key} must be in (0, 1), got {getattr(self, key)}")
         if not self.c_grid or min(self.c_grid) <= 0:
             raise ValueError("c_grid must list positive regularisation strengths")
+
+    @property
+    def input_name(self) -> str:
+        return self.name or input_name(self.embeddings)
 
 
 @dataclass
@@ -73,10 +82,24 @@ def load_probe_data(cfg: EvaluateConfig) -> ProbeData:
 
 
 def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
-    tracking.check(cfg.tracking, cfg.out)  # inline credentials, a dead server: fail before any work
+    """Probe ``cfg.embeddings``; returns the test scores, the chosen C and the split sizes."""
+    tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
     data = load_probe_data(cfg)  # the table and its labels are checked before Ray starts
     outer, inner = probe_splits(data.labels, data.groups, cfg.test_fraction, cfg.val_fraction, cfg.seed,
                                 f"embeddings table {cfg.embeddings}")
+    run_tags = {"sslray.embeddings": tracking.redact(cfg.embeddings), **(tags or {})}
+    with tracked_run(cfg.tracking, cfg.run_dir, stage="evaluate", input=cfg.input_name, config=to_dict(cfg),
+                     tags=run_tags) as run:
+        trials = _grid(cfg, data, inner)
+        best_c = max(trials, key=lambda t: (t[1]["val_balanced_accuracy"], -t[0]))[0]
+        final = fit_probe(data.features[outer.train], data.labels[outer.train], best_c, cfg.max_iter, cfg.seed)
+        scores = probe_metrics(final, data.features[outer.test], data.labels[outer.test])
+        _track(run, data, outer, best_c, trials, scores)
+    return scores | {"C": best_c, "n_train": int(len(outer.train)), "n_test": int(len(outer.test))}
+
+
+def _grid(cfg: EvaluateConfig, data: ProbeData, inner: Split) -> list[tuple[float, dict[str, float]]]:
+    """The regularisation grid on Ray Tune: (C, validation scores) of every trial that finished."""
     from ray import tune
 
     from sslray.runtime import ensure_ray
@@ -92,18 +115,15 @@ def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dic
         trainable,
         param_space={"C": tune.grid_search(list(cfg.c_grid))},
         tune_config=tune.TuneConfig(metric="val_balanced_accuracy", mode="max"),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=storage.join(storage.local_path(cfg.out), "tune"), verbose=0),
+        run_config=tune.RunConfig(name=cfg.input_name, storage_path=storage.join(storage.local_path(cfg.run_dir), "tune"),
+                                  verbose=0),
     )
     grid = tuner.fit()
     trials = [(r.config["C"], {k: v for k, v in r.metrics.items() if k.startswith("val_")})
               for r in grid if r.error is None]
     if not trials:
         raise RuntimeError(f"every probe trial failed; first error: {next(iter(grid)).error}")
-    best_c = max(trials, key=lambda t: (t[1]["val_balanced_accuracy"], -t[0]))[0]
-    final = fit_probe(data.features[outer.train], data.labels[outer.train], best_c, cfg.max_iter, cfg.seed)
-    scores = probe_metrics(final, data.features[outer.test], data.labels[outer.test])
-    _track(cfg, data, outer, best_c, trials, scores, tags or {})
-    return scores | {"C": best_c, "n_train": int(len(outer.train)), "n_test": int(len(outer.test))}
+    return trials
 
 
 def _tune_trial(config: dict, features, labels, inner: Split, max_iter: int, seed: int) -> dict:
@@ -112,27 +132,13 @@ def _tune_trial(config: dict, features, labels, inner: Split, max_iter: int, see
     return {f"val_{k}": v for k, v in probe_metrics(model, features[inner.test], labels[inner.test]).items()}
 
 
-def _track(cfg, data: ProbeData, outer: Split, best_c, trials, scores, tags) -> None:
-    from sslray.config import to_dict
-
-    uri = tracking.resolve_uri(cfg.tracking, cfg.out)
-    run_id = tracking.start_run(
-        uri, cfg.tracking.experiment, cfg.name, cfg.out,
-        {"sslray.stage": "evaluate", "sslray.embeddings": tracking.redact(cfg.embeddings), **tags},
-    )
-    tracking.log_config(uri, run_id, to_dict(cfg))
+def _track(run: StageRun, data: ProbeData, outer: Split, best_c: float, trials, scores: dict[str, float]) -> None:
     for c, metrics in sorted(trials, key=lambda t: t[0]):
-        tracking.log_metrics(uri, run_id, {f"grid_{k}": v for k, v in metrics.items()}, step=_c_step(c))
-    tracking.log_metrics(
-        uri, run_id,
-        {**{f"test_{k}": v for k, v in scores.items()}, "best_C": best_c,
-         "n_train": len(outer.train), "n_test": len(outer.test), "n_classes": len(np.unique(data.labels))},
-    )
-    import mlflow
-
-    mlflow.MlflowClient(uri).set_tag(run_id, "sslray.group_column", str(data.group_column))
-    tracking.end_run(uri, run_id)
-    log.info("evaluate run %s logged to %s", run_id, tracking.redact_url(uri))
+        run.log_metrics({f"grid_{k}": v for k, v in metrics.items()}, step=_c_step(c))
+    run.log_metrics({**{f"test_{k}": v for k, v in scores.items()}, "best_C": best_c,
+                     "n_train": len(outer.train), "n_test": len(outer.test), "n_classes": len(np.unique(data.labels))})
+    run.set_tags({"sslray.group_column": str(data.group_column)})
+    log.info("evaluate run %s logged to %s", run.run_id, tracking.redact_url(run.uri))
 
 
 def _c_step(c: float) -> int:

@@ -21,7 +21,9 @@ from sslray.artifacts.checkpoint import CheckpointMeta, load_encoder, read_meta
 from sslray.artifacts.embeddings import carried_columns, embeddings_batch
 from sslray.artifacts.selection import Selection
 from sslray.artifacts.tile_store import TileStore
+from sslray.config import to_dict
 from sslray.data.transforms import normalize, resize, to_unit
+from sslray.stage import input_name, publishing, tracked_run
 
 
 @dataclass
@@ -29,7 +31,8 @@ class EmbedConfig:
     checkpoint: str = ""
     store: str = ""
     data: Selection = field(default_factory=Selection)  # default: all tiles, the checkpoint's channels
-    out: str = ""
+    out: str = ""  # the embeddings table (the published output)
+    name: str = ""  # what the MLflow run calls the input (``embed NAME``); default: the table's folder name
     batch_size: int = 128
     num_actors: int = 1
     use_gpu: bool | None = None  # default: when the Ray cluster has GPUs
@@ -84,20 +87,37 @@ def encode(encoder: torch.nn.Module, images: torch.Tensor, meta: CheckpointMeta,
 
 def run_embed(cfg: EmbedConfig) -> str:
     """Embed every tile of ``cfg.store``; returns the URL of the published table."""
-    from ray.data import ActorPoolStrategy
-
-    from sslray.data.datasource import read_tile_store
-    from sslray.runtime import cluster_has_gpus, ensure_ray
+    from sslray.runtime import ensure_ray
 
     tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
     storage.check_destination(cfg.out, "embeddings", "embeddings table", cfg.overwrite)  # before any work
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
     ensure_ray()
     store = _select(TileStore.open(cfg.store), cfg.data, meta, cfg.checkpoint)
-    columns = carried_columns(store.manifest_table.column_names)
+    tags = {"sslray.checkpoint": tracking.redact(cfg.checkpoint), "sslray.store": tracking.redact(cfg.store),
+            "sslray.embeddings": tracking.redact(cfg.out), "sslray.manifest_sha256": meta.lineage.manifest_sha256}
+    with tracked_run(cfg.tracking, cfg.run_dir, stage="embed", input=cfg.name or input_name(cfg.out),
+                     config=to_dict(cfg), tags=tags) as run, \
+            publishing(cfg.out, kind="embeddings", what="embeddings table", overwrite=cfg.overwrite) as output:
+        started = time.perf_counter()
+        _embedded(cfg, store).write_parquet(output.staging)
+        seconds = time.perf_counter() - started
+        dim = meta.embed_dim * (store.info.n_channels if meta.per_channel else 1)
+        output.info.update({"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": dim,
+                            "l2_normalized": cfg.l2_normalize})
+    run.log_metrics({"n_rows": len(store), "seconds": seconds, "tiles_per_s": len(store) / max(seconds, 1e-9)})
+    return cfg.out
+
+
+def _embedded(cfg: EmbedConfig, store: TileStore):
+    """The lazy Ray Data pipeline: the store's tiles through a pool of ``Embedder`` actors."""
+    from ray.data import ActorPoolStrategy
+
+    from sslray.data.datasource import read_tile_store
+    from sslray.runtime import cluster_has_gpus
+
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
-    staging = storage.begin_output(cfg.out, cfg.overwrite, what="embeddings table", kind="embeddings")
-    ds = read_tile_store(store, columns=columns).map_batches(
+    return read_tile_store(store, columns=carried_columns(store.manifest_table.column_names)).map_batches(
         Embedder,
         fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "l2_normalize": cfg.l2_normalize},
         batch_size=cfg.batch_size,
@@ -106,19 +126,6 @@ def run_embed(cfg: EmbedConfig) -> str:
         num_gpus=1 if use_gpu else 0,
         num_cpus=cfg.cpus_per_actor,
     )
-    started = time.perf_counter()
-    try:
-        ds.write_parquet(staging)
-    except BaseException:
-        if staging != cfg.out:
-            storage.remove(staging)
-        raise
-    dim = meta.embed_dim * (store.info.n_channels if meta.per_channel else 1)
-    info = {"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": dim,
-            "l2_normalized": cfg.l2_normalize}
-    storage.publish_output(staging, cfg.out, info)
-    _track(cfg, meta, len(store), time.perf_counter() - started)
-    return cfg.out
 
 
 def _select(store: TileStore, selection: Selection, meta: CheckpointMeta, checkpoint: str) -> TileStore:
@@ -133,16 +140,3 @@ def _select(store: TileStore, selection: Selection, meta: CheckpointMeta, checkp
         raise ValueError(f"{store.url} gives {view.info.n_channels} channels {view.info.channels} but the checkpoint "
                          f"{checkpoint} expects {meta.in_chans} ({trained_on}); choose them with data.channels")
     return view
-
-
-def _track(cfg: EmbedConfig, meta: CheckpointMeta, n_rows: int, seconds: float) -> None:
-    from sslray.config import to_dict
-
-    uri = tracking.resolve_uri(cfg.tracking, cfg.run_dir)
-    tags = {"sslray.stage": "embed", "sslray.checkpoint": tracking.redact(cfg.checkpoint),
-            "sslray.store": tracking.redact(cfg.store), "sslray.embeddings": tracking.redact(cfg.out),
-            "sslray.manifest_sha256": meta.lineage.manifest_sha256}
-    run_id = tracking.start_run(uri, cfg.tracking.experiment, "embed", cfg.run_dir, tags)
-    tracking.log_config(uri, run_id, to_dict(cfg))
-    tracking.log_metrics(uri, run_id, {"n_rows": n_rows, "seconds": seconds, "tiles_per_s": n_rows / max(seconds, 1e-9)})
-    tracking.end_run(uri, run_id)

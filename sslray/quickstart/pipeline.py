@@ -30,6 +30,8 @@ from sslray.quickstart.recipe import (
     sized_pretrain,
 )
 from sslray.quickstart.summary import ProbeScores, QuickstartSummary
+from sslray.stage import pipeline_run
+from sslray.tracking import TrackingConfig
 from sslray.train.config import PretrainConfig
 
 SYNTHETIC_TILE = 64
@@ -58,11 +60,21 @@ def default_tile_size(data: str) -> int:
 
 
 def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
+    """Every stage in one MLflow parent run (``quickstart METHOD``), each stage a run nested in it."""
     started = time.perf_counter()
     recipe = load_recipe(cfg.method)  # an unknown method fails before any work
     out = Path(storage.local_path(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    _check_tracking(cfg, out)
+    # inline credentials or a dead tracking server fail now, not after the ingest (docs/security.md)
+    with pipeline_run(_tracking(cfg), str(out), name="quickstart", input=cfg.method, config=to_dict(cfg)) as run:
+        summary = _stages(cfg, recipe, out)
+        summary.seconds = round(time.perf_counter() - started, 1)
+        summary.write(out / "summary.json")
+        run.log_json(summary.to_json(), "summary.json")
+    return summary
+
+
+def _stages(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> QuickstartSummary:
     store = _ingest(cfg, recipe, out)
     pretrain = _pretrain_config(cfg, recipe, out, store)
     from sslray.train.driver import run_pretrain
@@ -79,17 +91,14 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
                   for name, checkpoint in (("ssl", result.checkpoint), ("random_init", random_ckpt))}
     (model, ours), (baseline, base) = [(name, _probe(table, name, out, pretrain, result.run_id))
                                        for name, table in tables.items()]
-    summary = QuickstartSummary(model=model, scores=ours, baseline=baseline, baseline_scores=base,
-                                tracking_uri=result.tracking_uri, n_tiles=len(store), method=cfg.method,
-                                checkpoint=result.checkpoint, steps=result.steps,
-                                seconds=round(time.perf_counter() - started, 1))
-    summary.write(out / "summary.json")
-    return summary
+    return QuickstartSummary(model=model, scores=ours, baseline=baseline, baseline_scores=base,
+                             tracking_uri=result.tracking_uri, n_tiles=len(store), method=cfg.method,
+                             checkpoint=result.checkpoint, steps=result.steps, seconds=0.0)
 
 
 def _probe(table: str, name: str, out: Path, pretrain: PretrainConfig, pretrain_run: str) -> ProbeScores:
     evaluated = run_evaluate(
-        EvaluateConfig(embeddings=table, out=str(out), name=f"quickstart-probe-{name}", tracking=pretrain.tracking),
+        EvaluateConfig(embeddings=table, run_dir=str(out), name=name, tracking=pretrain.tracking),
         tags={"sslray.encoder": name, "sslray.pretrain_run": pretrain_run},
     )
     return ProbeScores(balanced_accuracy=evaluated["balanced_accuracy"], macro_auc=evaluated["macro_auc"])
@@ -136,21 +145,19 @@ def _ingest(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> TileS
     return ingest_folder(ingest)
 
 
-def _check_tracking(cfg: QuickstartConfig, out: Path) -> None:
-    """Inline credentials or a dead tracking server fail now, not after the ingest (docs/security.md)."""
-    from sslray.tracking import TrackingConfig, check
-
+def _tracking(cfg: QuickstartConfig) -> TrackingConfig:
+    """The tracking settings among the pretrain overrides: the pipeline run logs where the stages do."""
     given: dict[str, Any] = {}
     for item in (o for o in cfg.overrides if o.startswith("tracking.")):
         apply_override(given, item)
-    check(from_dict(TrackingConfig, given.get("tracking", {}), "tracking"), str(out))
+    return from_dict(TrackingConfig, given.get("tracking", {}), "tracking")
 
 
 def _pretrain_config(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path, store: TileStore) -> PretrainConfig:
     batch = quickstart_batch_size(len(store))
     steps = cfg.steps or quickstart_steps(len(store), batch, store.info.tile_size)
     config = sized_pretrain(recipe, store.info.tile_size, steps, batch, len(store))
-    config.update({"store": store.url, "out": str(out)})
+    config.update({"store": store.url, "run_dir": str(out)})
     for item in cfg.overrides:
         apply_override(config, item)
     return from_dict(PretrainConfig, config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sslray.artifacts.selection import Selection
 from sslray.config import ConfigError, to_dict
@@ -60,13 +60,15 @@ class TrainConfig:
 class PretrainConfig:
     store: str = ""
     data: Selection = field(default_factory=Selection)  # which tiles and channels of the store to train on
-    out: str = "sslray-runs"
+    run_dir: str = "sslray-runs"  # checkpoints (the published output) and the default MLflow store
     name: str = "pretrain"
     model: BackboneConfig = field(default_factory=BackboneConfig)
     method: dict[str, Any] = field(default_factory=lambda: {"name": "dino"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "run_dir"}
 
     def __post_init__(self) -> None:
         from sslray.methods import method_config

@@ -2,13 +2,12 @@
 
 The driver opens the store view, makes the training plan once, opens (or reopens) the run's
 MLflow run, and starts a ``TorchTrainer`` whose workers run ``sslray.train.worker``. Re-running
-with the same ``name`` and ``out`` resumes from the latest checkpoint (Train V2 semantics) and logs
+with the same ``name`` and ``run_dir`` resumes from the latest checkpoint (Train V2 semantics) and logs
 into the same MLflow run.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from sslray.artifacts.checkpoint import ENCODER_FILE, META_FILE
 from sslray.artifacts.tile_store import TileStore
 from sslray.config import to_dict
 from sslray.runtime import ensure_ray
+from sslray.stage import StageRun, tracked_run
 from sslray.train.config import PretrainConfig
 from sslray.train.plan import TrainingPlan, training_pairs
 from sslray.train.throughput import format_summary
 from sslray.train.worker import train_loop_per_worker
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,7 +36,7 @@ class PretrainResult:
 
 def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Pretrain ``cfg.method`` on ``cfg.store`` with Ray Train; returns the final checkpoint and its run."""
-    uri = tracking.resolve_uri(cfg.tracking, cfg.out)  # inline credentials, a dead server: fail before Ray starts
+    tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before Ray starts
     ensure_ray()
     from ray.data import DataContext
 
@@ -47,26 +45,28 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
     DataContext.get_current().enable_progress_bars = False  # the workers print their own progress line
     store = TileStore.open(cfg.store).select(cfg.data)
     plan = TrainingPlan.of(cfg, store)
-    run_id = _tracking_run(cfg, uri, plan)
-    storage.write_json(storage.join(checkpoint_root(cfg.out), cfg.name, "sslray_config.json"),
-                       tracking.redact(to_dict(cfg)))
-    dataset = read_tile_store(store, shuffle=True, pairs=training_pairs(cfg))
-    trainer = _trainer(cfg, {"cfg": to_dict(cfg), "plan": plan, "tracking_uri": uri, "run_id": run_id}, dataset)
-    try:
-        result = trainer.fit()
-    except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
-        raise
-    checkpoint = _checkpoint_url(result.checkpoint)
-    summary = (result.metrics or {}).get("summary")
-    _log_final(uri, run_id, checkpoint, summary)
+    with _tracked(cfg, plan) as run:
+        storage.write_json(storage.join(checkpoint_root(cfg.run_dir), cfg.name, "sslray_config.json"),
+                           tracking.redact(to_dict(cfg)))
+        dataset = read_tile_store(store, shuffle=True, pairs=training_pairs(cfg))
+        loop_config = {"cfg": to_dict(cfg), "plan": plan, "tracking_uri": run.uri, "run_id": run.run_id}
+        checkpoint, metrics = fit(cfg, loop_config, dataset)
+        summary = metrics.get("summary")
+        _log_final(run, checkpoint, summary)
     if summary:
-        print(format_summary(summary, checkpoint, tracking.ui_hint(uri)), file=sys.stderr, flush=True)
-    return PretrainResult(checkpoint, run_id, tracking.redact_url(uri), plan.total_steps, summary)
+        print(format_summary(summary, checkpoint, tracking.ui_hint(run.uri)), file=sys.stderr, flush=True)
+    return PretrainResult(checkpoint, run.run_id, tracking.redact_url(run.uri), plan.total_steps, summary)
+
+
+def fit(cfg: PretrainConfig, loop_config: dict[str, Any], dataset) -> tuple[str, dict[str, Any]]:
+    """Train to the end on ``dataset`` (tiles, or spot grids for ``sslray aggregate``): the final
+    checkpoint's URL and the last reported metrics."""
+    result = _trainer(cfg, loop_config, dataset).fit()
+    return _checkpoint_url(result.checkpoint), dict(result.metrics or {})
 
 
 def _trainer(cfg: PretrainConfig, loop_config: dict[str, Any], dataset):
-    """The ``TorchTrainer``: workers and resources from ``cfg.train``, checkpoints under ``out/checkpoints``."""
+    """The ``TorchTrainer``: workers and resources from ``cfg.train``, checkpoints under ``run_dir/checkpoints``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -81,7 +81,7 @@ def _trainer(cfg: PretrainConfig, loop_config: dict[str, Any], dataset):
         ),
         run_config=RunConfig(
             name=cfg.name,
-            storage_path=checkpoint_root(cfg.out),
+            storage_path=checkpoint_root(cfg.run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
@@ -89,29 +89,18 @@ def _trainer(cfg: PretrainConfig, loop_config: dict[str, Any], dataset):
     )
 
 
-def checkpoint_root(out: str) -> str:
-    return storage.join(storage.local_path(out), "checkpoints")
+def checkpoint_root(run_dir: str) -> str:
+    return storage.join(storage.local_path(run_dir), "checkpoints")
 
 
-def _tracking_run(cfg: PretrainConfig, uri: str, plan: TrainingPlan) -> str:
-    """One MLflow run per pretraining: a resubmitted job (same ``out`` and ``name``) logs on
+def _tracked(cfg: PretrainConfig, plan: TrainingPlan):
+    """One MLflow run per pretraining: a resubmitted job (same ``run_dir`` and ``name``) logs on
     into the run it started, so its metrics continue on one page instead of a new one."""
-    marker = storage.join(checkpoint_root(cfg.out), cfg.name, "mlflow_run.json")
-    if storage.exists(marker):
-        saved = storage.read_json(marker)
-        if saved.get("uri") == tracking.redact(uri) and tracking.reopen_run(uri, saved["run_id"]):
-            log.info("resuming: logging into MLflow run %s", saved["run_id"])
-            return saved["run_id"]
-    tags = {
-        "sslray.stage": "pretrain",
-        "sslray.method": cfg.method_name,
-        "sslray.store": plan.data.lineage.store,
-        "sslray.manifest_sha256": plan.data.lineage.manifest_sha256,
-    }
-    run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, cfg.out, tags)
-    tracking.log_config(uri, run_id, to_dict(cfg))
-    storage.write_json(marker, {"run_id": run_id, "uri": tracking.redact(uri)})
-    return run_id
+    tags = {"sslray.method": cfg.method_name, "sslray.store": plan.data.lineage.store,
+            "sslray.manifest_sha256": plan.data.lineage.manifest_sha256}
+    marker = storage.join(checkpoint_root(cfg.run_dir), cfg.name, "mlflow_run.json")
+    return tracked_run(cfg.tracking, cfg.run_dir, stage="pretrain", input=cfg.name, config=to_dict(cfg), tags=tags,
+                       resume_marker=marker)
 
 
 def _checkpoint_url(checkpoint) -> str:
@@ -126,17 +115,16 @@ def _checkpoint_url(checkpoint) -> str:
     return checkpoint.path
 
 
-def _log_final(uri: str, run_id: str, checkpoint: str, summary: dict | None) -> None:
+def _log_final(run: StageRun, checkpoint: str, summary: dict | None) -> None:
     import mlflow
 
-    client = mlflow.MlflowClient(uri)
-    client.set_tag(run_id, "sslray.checkpoint", tracking.redact(checkpoint))
+    client = mlflow.MlflowClient(run.uri)
+    run.set_tags({"sslray.checkpoint": tracking.redact(checkpoint)})
     if summary:
-        tracking.log_json(uri, run_id, summary, "throughput.json")
+        run.log_json(summary, "throughput.json")
     with tempfile.TemporaryDirectory() as tmp:
         for name in (ENCODER_FILE, META_FILE):
             path = f"{tmp}/{name}"
             with open(path, "wb") as handle:
                 handle.write(storage.read_bytes(storage.join(checkpoint, name)))
-            client.log_artifact(run_id, path, "checkpoint")
-    tracking.end_run(uri, run_id)
+            client.log_artifact(run.run_id, path, "checkpoint")

@@ -76,7 +76,7 @@ def test_the_best_c_wins_on_validation_ties_go_to_the_smaller_c_and_failed_trial
     features, labels = _separable()
     grid_tuner.scores = {10.0: 0.7, 1.0: 0.9, 0.1: 0.9, 0.01: 0.5, 100.0: None}
     out = tmp_path / "runs"
-    cfg = EvaluateConfig(embeddings=_table(tmp_path / "emb", features, labels), out=str(out),
+    cfg = EvaluateConfig(embeddings=_table(tmp_path / "emb", features, labels), run_dir=str(out),
                          c_grid=[0.01, 0.1, 1.0, 10.0, 100.0], max_iter=200)
     scores = run_evaluate(cfg)
     assert grid_tuner.seen == {"grid": [0.01, 0.1, 1.0, 10.0, 100.0], "metric": "val_balanced_accuracy",
@@ -92,7 +92,7 @@ def test_the_best_c_wins_on_validation_ties_go_to_the_smaller_c_and_failed_trial
 def test_every_trial_failing_is_an_error(grid_tuner, tmp_path):
     features, labels = _separable()
     grid_tuner.scores = {1.0: None}
-    cfg = EvaluateConfig(embeddings=_table(tmp_path / "emb", features, labels), out=str(tmp_path / "runs"),
+    cfg = EvaluateConfig(embeddings=_table(tmp_path / "emb", features, labels), run_dir=str(tmp_path / "runs"),
                          c_grid=[1.0])
     with pytest.raises(RuntimeError, match="every probe trial failed; first error: boom"):
         run_evaluate(cfg)

@@ -137,9 +137,9 @@ def test_a_run_directory_that_is_a_file_is_refused_before_any_work(tiny_store, t
     target.write_text("keep")
     args = {"pretrain": ["pretrain", "--config", "configs/quickstart.yaml", f"store={tiny_store.url}"],
             "evaluate": ["evaluate", "--embeddings", str(tmp_path / "emb")]}[stage]
-    code = main([*args, f"out={target}"])
+    code = main([*args, f"run_dir={target}"])
     err = capsys.readouterr().err
-    assert code == 2 and f"run directory (out) {target}: a file is there" in err and "Errno" not in err
+    assert code == 2 and f"run directory (run_dir) {target}: a file is there" in err and "Errno" not in err
     assert target.read_text() == "keep"
 
 

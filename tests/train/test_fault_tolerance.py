@@ -18,24 +18,39 @@ from sslray.train.driver import run_pretrain
 pytestmark = pytest.mark.ray
 
 
-def _train_worker_pids() -> list[int]:
-    """Ray Train worker processes, found by the process title Ray gives them."""
+def _own_raylet_pid(ray) -> int:
+    """The raylet of this test session's Ray: its workers are its children (one task asks)."""
+    return ray.get(ray.remote(lambda: int(os.environ.get("RAY_RAYLET_PID") or os.getppid())).remote())
+
+
+def _parent_pid(pid: str) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+
+
+def _train_worker_pids(raylet: int) -> list[int]:
+    """Ray Train worker processes of this session's raylet, found by the process title Ray gives them
+    (other Ray sessions on a shared machine have theirs too: those are left alone)."""
     pids = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = cmdline.split("/")[2]
         try:
             text = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "RayTrainWorker" in text:
-            pids.append(int(cmdline.split("/")[2]))
+        if "RayTrainWorker" in text and _parent_pid(pid) == raylet:
+            pids.append(int(pid))
     return pids
 
 
-def _kill_after_two_checkpoints(root: Path, killed: list[int], deadline: float = 300) -> None:
+def _kill_after_two_checkpoints(root: Path, raylet: int, killed: list[int], deadline: float = 300) -> None:
     """The second checkpoint's folder appearing means the first one is registered."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        if len(glob.glob(str(root / "checkpoint_*"))) >= 2 and (pids := _train_worker_pids()):
+        if len(glob.glob(str(root / "checkpoint_*"))) >= 2 and (pids := _train_worker_pids(raylet)):
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
             return
@@ -48,7 +63,7 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_sto
     out = tmp_path / "run"
     steps, every, log_every = 120, 10, 5
     cfg = from_dict(PretrainConfig, {
-        "store": tiny_store.url, "out": str(out), "name": "faults",
+        "store": tiny_store.url, "run_dir": str(out), "name": "faults",
         "model": {"name": "vit_tiny_patch16_224",
                   "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
         "method": {"name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
@@ -57,7 +72,7 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_sto
                   "checkpoint_every": every, "max_failures": 2},
     })
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_after_two_checkpoints, args=(out / "checkpoints" / "faults", killed))
+    killer = threading.Thread(target=_kill_after_two_checkpoints, args=(out / "checkpoints" / "faults", _own_raylet_pid(ray_session), killed))
     killer.start()
     result = run_pretrain(cfg)
     killer.join()
@@ -67,7 +82,8 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(ray_session, tiny_sto
     assert meta.step == steps  # the final model loads, and it is the last step's
 
     client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
-    run = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)[0]
+    (run,) = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
+    assert run.info.run_name == "pretrain faults" and run.info.status == "FINISHED"
     logged = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert set(logged) == set(range(log_every, steps + 1, log_every))  # no gap
     repeated = {s for s in logged if logged.count(s) > 1}
@@ -98,7 +114,7 @@ def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_ru
     out = tmp_path / "run"
     steps, every, log_every = 120, 10, 5
     config = {
-        "store": tiny_store.url, "out": str(out), "name": "resubmit",
+        "store": tiny_store.url, "run_dir": str(out), "name": "resubmit",
         "model": {"name": "vit_tiny_patch16_224",
                   "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
         "method": {"name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
@@ -127,7 +143,7 @@ def test_killed_job_resubmitted_with_the_same_name_resumes_in_the_same_mlflow_ru
     partial.mkdir()
     (partial / "train_state.pt").write_bytes(b"cut short")
 
-    result = run_pretrain(from_dict(PretrainConfig, config))  # resubmitted: same out, same name
+    result = run_pretrain(from_dict(PretrainConfig, config))  # resubmitted: same run_dir, same name
     assert result.steps == steps and result.run_id == first_run
     client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
