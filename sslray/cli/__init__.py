@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from sslray.cli import info, ingest, quickstart, stages, submit
 from sslray.cli.epilogs import EPILOGS
-from sslray.cli.ingest import channel_names as _channel_names  # noqa: F401  (tests/data/test_ingest.py)
 from sslray.cli.parsing import Parser
 from sslray.errors import user_message
 

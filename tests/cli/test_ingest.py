@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sslray.cli import build_parser, main
-from sslray.cli.ingest import flag_overrides
+from sslray.cli.ingest import channel_names, flag_overrides
 from sslray.config import load_config
 from sslray.data.ingest import IngestConfig, ingest_folder
 
@@ -51,6 +51,22 @@ def test_unknown_key_is_an_error_naming_it(capsys, tmp_path):
 def test_numbers_are_checked_naming_the_option(capsys, tmp_path, option):
     assert main(["ingest", str(tmp_path), str(tmp_path / "dest"), option, "0.5,lots"]) == 2
     assert f"{option} '0.5,lots': expected a number" in capsys.readouterr().err
+
+
+def test_ingest_error_names_the_file(capsys, tmp_path):
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "bad.png").write_bytes(b"nope")
+    assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "dest"), "--tile-size", "16", "--workers", "0"]) == 2
+    assert "bad.png" in capsys.readouterr().err
+    assert not (tmp_path / "dest").exists()
+
+
+def test_channel_names_from_pairs_or_csv(tmp_path):
+    assert channel_names("1=DNA,2=ER") == {"1": "DNA", "2": "ER"}
+    (tmp_path / "names.csv").write_text("key,name\nch1,DAPI\n")
+    assert channel_names(str(tmp_path / "names.csv")) == {"ch1": "DAPI"}
+    with pytest.raises(ValueError, match="KEY=NAME"):
+        channel_names("1=DNA,2")
 
 
 def test_cell_painting_config_ingests_a_real_site(test_data, tmp_path):

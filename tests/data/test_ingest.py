@@ -116,13 +116,3 @@ def test_channel_files_need_a_pattern_and_missing_channels_are_named(tmp_path):
     with pytest.raises(IngestError, match="foreground_channel 'DAPI' is not one of its channels"):
         ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s2"), tile_size=32,
                                    layout="channel-files", channel_pattern=JUMP, foreground_channel="DAPI"))
-
-
-def test_cli_channel_names_from_pairs_or_csv(tmp_path):
-    from sslray.cli import _channel_names
-
-    assert _channel_names("1=DNA,2=ER") == {"1": "DNA", "2": "ER"}
-    (tmp_path / "names.csv").write_text("key,name\nch1,DAPI\n")
-    assert _channel_names(str(tmp_path / "names.csv")) == {"ch1": "DAPI"}
-    with pytest.raises(ValueError, match="KEY=NAME"):
-        _channel_names("1=DNA,2")
