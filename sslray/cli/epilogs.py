@@ -16,9 +16,9 @@ path,label[,group][,split]; group is the patient/slide id used for grouped split
     "pretrain": """examples:
   sslray pretrain --config configs/quickstart.yaml store=./out/store
   sslray pretrain --config configs/methods/dino.yaml store=s3://bucket/stores/crc \\
-      train.num_workers=8 train.use_gpu=true out=s3://bucket/runs tracking.uri=http://mlflow:5000
+      train.num_workers=8 train.use_gpu=true run_dir=s3://bucket/runs tracking.uri=http://mlflow:5000
 
-Re-running with the same name and out resumes from the latest checkpoint.""",
+Re-running with the same name and run_dir resumes from the latest checkpoint.""",
     "embed": """examples:
   sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_<date> \\
       --store ./out/store --out ./out/embeddings/ssl     # the path `sslray pretrain` printed
@@ -43,7 +43,7 @@ image_id (a warning says so).""",
     "submit": """examples:
   ray dashboard cluster/aws.yaml &                   # forwards the Jobs API to http://127.0.0.1:8265
   sslray submit quickstart
-  sslray submit pretrain --config configs/methods/dino.yaml store=s3://b/stores/crc out=s3://b/runs \
+  sslray submit pretrain --config configs/methods/dino.yaml store=s3://b/stores/crc run_dir=s3://b/runs \
       train.num_workers=8 train.use_gpu=true --address http://127.0.0.1:8265
   sslray submit embed --no-wait --checkpoint s3://b/runs/checkpoints/dino/checkpoint_x --store s3://b/stores/crc \
       --out s3://b/emb/crc use_gpu=true
