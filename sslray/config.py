@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+import logging
 import typing
-import warnings
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -20,14 +20,11 @@ import yaml
 from sslray.credentials import refuse_inline_credentials
 
 C = TypeVar("C")
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
-
-
-class RenamedConfigKey(FutureWarning):
-    """An old config key was given; it still works, under its new name."""
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
@@ -107,8 +104,7 @@ def _rename_old_keys(cls: type, data: dict[str, Any], prefix: str) -> dict[str, 
             continue
         if new in data:
             raise ConfigError(f"{where}{old} and {where}{new} are both set; {old} is the old name of {new}")
-        warnings.warn(f"config key {where}{old} is now {where}{new}; the old name will go", RenamedConfigKey,
-                      stacklevel=4)
+        log.warning("config key %s%s is now %s%s; the old name will go", where, old, where, new)
         data[new] = data.pop(old)
     return data
 

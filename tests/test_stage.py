@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from sslray import storage
-from sslray.config import ConfigError, RenamedConfigKey, from_dict, load_config
+from sslray.config import ConfigError, from_dict, load_config
 from sslray.stage import PARENT_RUN_ENV, input_name, pipeline_run, publishing, run_name, tracked_run
 from sslray.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, TrackingConfig, get_experiment_id
 
@@ -143,18 +143,18 @@ class _Renamed:
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"old_dir": "run_dir"}
 
 
-def test_an_old_config_key_maps_to_its_new_name_with_a_warning(tmp_path):
-    with pytest.warns(RenamedConfigKey, match="config key old_dir is now run_dir"):
-        assert from_dict(_Renamed, {"old_dir": "r"}).run_dir == "r"
+def test_an_old_config_key_maps_to_its_new_name_with_a_one_line_warning(caplog):
+    assert from_dict(_Renamed, {"old_dir": "r"}).run_dir == "r"
+    assert [r.getMessage() for r in caplog.records] == ["config key old_dir is now run_dir; the old name will go"]
     with pytest.raises(ConfigError, match="old_dir and run_dir are both set"):
         from_dict(_Renamed, {"old_dir": "r", "run_dir": "s"})
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "evaluate"])
-def test_out_is_the_old_name_of_the_run_directory_in_pretrain_and_evaluate(tmp_path, stage):
+def test_out_is_the_old_name_of_the_run_directory_in_pretrain_and_evaluate(tmp_path, stage, caplog):
     from sslray.evaluate.run import EvaluateConfig
     from sslray.train.config import PretrainConfig
 
     cls, base = {"pretrain": (PretrainConfig, ["store=s"]), "evaluate": (EvaluateConfig, ["embeddings=e"])}[stage]
-    with pytest.warns(RenamedConfigKey, match="config key out is now run_dir"):
-        assert load_config(cls, None, [*base, f"out={tmp_path}"]).run_dir == str(tmp_path)
+    assert load_config(cls, None, [*base, f"out={tmp_path}"]).run_dir == str(tmp_path)
+    assert "config key out is now run_dir" in caplog.text

@@ -108,7 +108,7 @@ def test_pretrain_reports_a_dead_server_before_ray_starts(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sslray.cli", "pretrain", f"store={tmp_path / 'none'}",
-                           f"out={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+                           f"run_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     seconds = time.perf_counter() - started
     print(f"dead tracking server reported in {seconds:.1f} s (process start included)")
     assert proc.returncode == 2, proc.stderr
