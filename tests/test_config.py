@@ -63,21 +63,6 @@ def test_flatten_for_mlflow_params():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "[1, 2]", "d": None}
 
 
-def test_pretrain_config_validates_method_params():
-    from sslray.train.config import PretrainConfig
-
-    with pytest.raises(ConfigError, match=r"method.*'bogus'"):
-        from_dict(PretrainConfig, {"store": "x", "method": {"name": "dino", "bogus": 1}})
-    with pytest.raises(ConfigError, match="unknown SSL method 'nope'"):
-        from_dict(PretrainConfig, {"store": "x", "method": {"name": "nope"}})
-    with pytest.raises(ConfigError, match=r"method\.views\.n_local: expected an integer"):
-        from_dict(PretrainConfig, {"store": "x", "method": {"views": {"n_local": "many"}}})
-    cfg = from_dict(PretrainConfig, {"store": "x", "method": {"name": "dino", "out_dim": 128}})
-    resolved = to_dict(cfg)
-    assert resolved["method"]["out_dim"] == 128 and resolved["method"]["student_temp"] == 0.1
-    assert resolved["model"]["kwargs"]["img_size"] == 224  # the global view size, filled in
-
-
 def test_shipped_configs_load():
     from pathlib import Path
 
@@ -104,12 +89,3 @@ def test_quickstart_yaml_is_the_quickstart_recipe():
     recipe = quickstart_recipe(64, "dino", quickstart_steps(768, batch), batch, 768)
     shipped = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
     assert from_dict(PretrainConfig, {**shipped, "store": "s"}) == from_dict(PretrainConfig, {**recipe, "store": "s"})
-
-
-def test_input_size_follows_the_methods_view_size():
-    from sslray.train.config import PretrainConfig
-
-    simclr = from_dict(PretrainConfig, {"store": "s", "model": {"name": "resnet18"},
-                                        "method": {"name": "simclr", "view_size": 96}})
-    dino = from_dict(PretrainConfig, {"store": "s", "method": {"name": "dino", "views": {"global_size": 160}}})
-    assert simclr.input_size == 96 and dino.input_size == 160
