@@ -2,24 +2,23 @@
 
 A spot (TMA spot, slide region, any group of tiles sharing ``spot_column``) is laid out on
 its tile grid and read by a small ViT with one token per tile and no position embedding,
-trained with DINO. Pure torch + numpy + pyarrow: no Ray import.
+trained with DINO: the registered method ``spot_dino`` (``sslray.methods.spot_dino``), run on
+Ray Train by ``run_aggregate``. Importing this package does not import Ray.
 """
 
+from sslray.aggregate.aggregator import embed_spots, load_aggregator
+from sslray.aggregate.config import AggregateConfig
 from sslray.aggregate.grids import SpotGrid, build_grids, random_window
-from sslray.aggregate.model import SpotEncoder, SpotModelConfig
-from sslray.aggregate.train import (
-    AggregateConfig,
-    SpotDINOConfig,
-    SpotOptimConfig,
-    SpotViewConfig,
-    embed_spots,
-    load_aggregator,
-    run_aggregate,
-    train_aggregator,
-)
+from sslray.aggregate.run import run_aggregate
+from sslray.methods import METHODS
+from sslray.methods.base import EMBEDDING_GRIDS
+from sslray.methods.spot_dino import SpotDINOConfig
+from sslray.methods.spot_views import SpotViewConfig
+from sslray.models.spot_encoder import SpotEncoder, SpotModelConfig
 
-# Second-level methods, listed by `sslray methods` next to the tile-level ones.
-AGGREGATORS = {"spot_dino": "second-level SSL: a small ViT over each spot's grid of tile embeddings, DINO-trained"}
+# The registered methods that train on spot grids (sslray aggregate), not on tiles.
+AGGREGATORS = {name: METHODS.get(name).summary for name in METHODS.names()
+               if METHODS.get(name).input_kind == EMBEDDING_GRIDS}
 
 __all__ = [
     "AGGREGATORS",
@@ -28,12 +27,10 @@ __all__ = [
     "SpotEncoder",
     "SpotGrid",
     "SpotModelConfig",
-    "SpotOptimConfig",
     "SpotViewConfig",
     "build_grids",
     "embed_spots",
     "load_aggregator",
     "random_window",
     "run_aggregate",
-    "train_aggregator",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from sslray import storage
-from sslray.aggregate.grids import build_grids
-from sslray.aggregate.train import _plain, read_embeddings, spot_table
+from sslray.aggregate.inputs import read_embeddings, table_grids
+from sslray.aggregate.spot_rows import spot_table
 from sslray.artifacts.spot_table import SpotTable
 from sslray.artifacts.vector_table import embedding_matrix
 
@@ -20,8 +20,7 @@ def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
                     overwrite: bool = False) -> str:
     """One L2-normalised mean embedding per spot, published like the aggregator's spot table."""
     table = read_embeddings(embeddings, spot_column, list(carry_columns))
-    spots = _plain(table.column(spot_column)).to_numpy(zero_copy_only=False)
-    grids, _ = build_grids(spots, table.column("x").to_numpy(), table.column("y").to_numpy())
+    grids, _ = table_grids(table, spot_column)
     tiles = embedding_matrix(table.column("embedding"))
     means = np.stack([tiles[g.rows].mean(axis=0) for g in grids])
     means /= np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)

@@ -1,41 +1,19 @@
-"""Tile positions -> per-spot grids of tile rows, and random windows of them. Pure numpy.
+"""Tile positions -> per-spot grids of tile rows. Pure numpy.
 
 The second-level model sees a spot (TMA spot, slide region, any group of tiles) as the grid
 its tiles came from: cell ``(row, col)`` holds the row of the embeddings table whose tile
 sits there, or -1 where the spot has no tile (background, tissue gaps, the corners of a
 round TMA core). The encoder has no position encoding, so the grid matters only for the
-DINO views: a view is a spatially contiguous window of the spot, as a crop is of an image.
+DINO views (``sslray.methods.spot_views``, where ``SpotGrid`` and the windows live).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-EMPTY = -1
+from sslray.methods.spot_views import EMPTY, SpotGrid, pad_rows, random_window
 
-
-@dataclass
-class SpotGrid:
-    """One spot: ``cells[r, c]`` is the table row of the tile at grid cell (r, c), or -1."""
-
-    spot: object
-    cells: np.ndarray  # (H, W) int64
-
-    @property
-    def mask(self) -> np.ndarray:
-        """(H, W) bool occupancy."""
-        return self.cells >= 0
-
-    @property
-    def rows(self) -> np.ndarray:
-        """The spot's table rows in row-major grid order."""
-        return self.cells[self.cells >= 0]
-
-    @property
-    def n_tiles(self) -> int:
-        return int((self.cells >= 0).sum())
+__all__ = ["EMPTY", "SpotGrid", "build_grids", "grid_steps", "infer_step", "pad_rows", "random_window"]
 
 
 def infer_step(coords: np.ndarray, spot_index: np.ndarray) -> float | None:
@@ -114,46 +92,3 @@ def _spot_grid(spot: object, rows: np.ndarray, x: np.ndarray, y: np.ndarray, ste
         )
     cells[row, col] = rows
     return SpotGrid(spot, cells)
-
-
-def random_window(
-    grid: SpotGrid, max_side: int, min_side_fraction: float, rng: np.random.Generator, dropout: float = 0.0
-) -> np.ndarray:
-    """Table rows of the tiles in a random window of ``grid``, minus randomly dropped tiles.
-
-    Each side is drawn uniformly from ``[ceil(min_side_fraction * cap), cap]`` with
-    ``cap = min(max_side, grid side)``. The window is placed around a random occupied cell, so
-    it always holds at least one tile, and that tile survives the dropout: a view is never
-    empty however sparse the spot.
-    """
-    mask = grid.mask
-    occupied = np.flatnonzero(mask)
-    anchor = int(occupied[rng.integers(len(occupied))])
-    ar, ac = divmod(anchor, mask.shape[1])
-    r0, r1 = _window_span(ar, mask.shape[0], max_side, min_side_fraction, rng)
-    c0, c1 = _window_span(ac, mask.shape[1], max_side, min_side_fraction, rng)
-    window = grid.cells[r0:r1, c0:c1]
-    rows = window[window >= 0]
-    if dropout > 0 and len(rows) > 1:
-        keep = rng.random(len(rows)) >= dropout
-        keep[rows == grid.cells[ar, ac]] = True
-        rows = rows[keep]
-    return rows
-
-
-def _window_span(anchor: int, size: int, max_side: int, min_fraction: float, rng: np.random.Generator) -> tuple[int, int]:
-    cap = max(min(max_side, size), 1)
-    side = int(rng.integers(max(int(np.ceil(min_fraction * cap)), 1), cap + 1))
-    start = int(rng.integers(max(0, anchor - side + 1), min(anchor, size - side) + 1))
-    return start, start + side
-
-
-def pad_rows(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Variable-length row lists -> (B, N) int64 rows (0 where padded) and a (B, N) bool mask."""
-    width = max((len(v) for v in views), default=0)
-    rows = np.zeros((len(views), max(width, 1)), dtype=np.int64)
-    mask = np.zeros(rows.shape, dtype=bool)
-    for i, v in enumerate(views):
-        rows[i, : len(v)] = v
-        mask[i, : len(v)] = True
-    return rows, mask

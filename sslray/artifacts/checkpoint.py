@@ -34,7 +34,7 @@ from sslray.models.weights import WeightsError, load_backbone_weights, load_weig
 ENCODER_FILE = "encoder.safetensors"
 TRAIN_STATE_FILE = "train_state.pt"
 __all__ = ["ENCODER_FILE", "FORMAT_VERSION", "META_FILE", "TRAIN_STATE_FILE", "CheckpointError", "CheckpointMeta",
-           "load_encoder", "load_train_state", "read_meta", "save_checkpoint"]
+           "encoder_state", "load_encoder", "load_train_state", "read_meta", "save_checkpoint"]
 
 
 def save_checkpoint(directory: str | Path, encoder: nn.Module, meta: CheckpointMeta | Mapping[str, Any],
@@ -93,6 +93,15 @@ def load_encoder(url: str) -> tuple[nn.Module, CheckpointMeta]:
                               f"{dict(meta.model.kwargs)}: fix the model entry of {META_FILE} to match "
                               "the weights, or re-export the checkpoint") from None
     return encoder.eval(), meta
+
+
+def encoder_state(url: str) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """The encoder's weights, checked against ``sslray.json``, for an encoder that is not a timm
+    backbone (the spot encoder): the caller rebuilds the module from the metadata."""
+    from safetensors.torch import load as load_safetensors
+
+    meta = read_meta(url)
+    return load_safetensors(_verified_bytes(url, ENCODER_FILE, meta)), meta
 
 
 def _verified_bytes(url: str, name: str, meta: CheckpointMeta) -> bytes:

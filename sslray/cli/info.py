@@ -8,14 +8,12 @@ import sys
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    from sslray.aggregate import AGGREGATORS
     from sslray.methods import METHODS
 
-    width = max(map(len, [*METHODS.names(), *AGGREGATORS]))
+    width = max(map(len, METHODS.names()))
     for name in METHODS.names():
-        print(f"{name:<{width}}  {METHODS.get(name).summary}  (docs/methods/{name}.md)")
-    for name, summary in AGGREGATORS.items():
-        print(f"{name:<{width}}  {summary}  (sslray aggregate; docs/methods/spot_aggregator.md)")
+        cls = METHODS.get(name)
+        print(f"{name:<{width}}  {cls.summary}  (docs/methods/{cls.doc_page or name}.md)")
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from sslray.config import ConfigError, from_dict
-from sslray.methods import dino, ibot, mae, simclr, vicregl  # noqa: F401  (registers)
+from sslray.methods import dino, ibot, mae, simclr, spot_dino, vicregl  # noqa: F401  (registers)
 from sslray.methods.base import Schedule, SSLMethod, StepOutput
 from sslray.methods.registry import METHODS, register_method
 

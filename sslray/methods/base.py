@@ -20,7 +20,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sslray.models.backbones import feature_dim
+from sslray.models.backbones import BackboneConfig, create_backbone, feature_dim
+
+TILES = "tiles"  # batches of raw uint8 tiles (B, C, H, W), normalised by the step
+EMBEDDING_GRIDS = "embedding_grids"  # float grids of tile embeddings (B, H, W, D), NaN where empty
 
 
 @dataclass
@@ -54,6 +57,9 @@ class SSLMethod(nn.Module):
     channel_agnostic: ClassVar[bool] = False
     # True: training rows are magnification pairs (B, 2, C, H, W), drawn by ``Config.policy``.
     needs_pairs: ClassVar[bool] = False
+    # What a training batch is: TILES (from a tile store) or EMBEDDING_GRIDS (from an embeddings table).
+    input_kind: ClassVar[str] = TILES
+    doc_page: ClassVar[str] = ""  # docs/methods/<doc_page>.md when not named after the method
 
     def __init__(self, backbone: nn.Module, cfg: Any, schedule: Schedule) -> None:
         super().__init__()
@@ -61,6 +67,12 @@ class SSLMethod(nn.Module):
         self.cfg = cfg
         self.schedule = schedule
         self.embed_dim = feature_dim(backbone)
+
+    @classmethod
+    def build_backbone(cls, model_cfg: BackboneConfig, method_cfg: Any, in_chans: int) -> nn.Module:
+        """The encoder to train: a timm backbone on ``in_chans`` input channels (or, for a method
+        with its own encoder, features per token); such a method overrides this."""
+        return create_backbone(model_cfg, in_chans)
 
     def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError

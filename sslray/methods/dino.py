@@ -202,7 +202,7 @@ class DINO(SSLMethod):
         return StepOutput(loss, {"teacher_temp": temp}, features=teacher_features[0])
 
     def _student(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Backbone on same-size crops as one batch each; the head once on all features.
+        """Backbone on same-shape crops as one batch each; the head once on all features.
 
         One head call (as in the reference implementation) keeps BatchNorm statistics, when
         the head has them, over every crop of the step.
@@ -211,7 +211,7 @@ class DINO(SSLMethod):
         start = 0
         while start < len(views):
             end = start
-            while end < len(views) and views[end].shape[-1] == views[start].shape[-1]:
+            while end < len(views) and views[end].shape[1:] == views[start].shape[1:]:
                 end += 1
             features.append(self.backbone(torch.cat(views[start:end])))
             start = end

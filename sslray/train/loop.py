@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sslray.data.transforms import normalize, to_unit
-from sslray.methods.base import SSLMethod
+from sslray.methods.base import EMBEDDING_GRIDS, TILES, SSLMethod
 from sslray.methods.monitor import collapse_metrics
 from sslray.train.optim import OptimConfig
 
@@ -91,7 +91,9 @@ class SSLStep:
         self.collapse: dict[str, float] = {}  # last collapse-monitor reading, repeated until the next
 
     def prepare(self, raw: torch.Tensor) -> list[torch.Tensor]:
-        """Raw integer tiles -> normalised views, on the tiles' device."""
+        """Raw integer tiles -> normalised views, on the tiles' device; embedding grids are views as they are."""
+        if getattr(self.method, "input_kind", TILES) == EMBEDDING_GRIDS:  # any module with the hooks may step
+            return self.method.make_views(raw)
         images = to_unit(raw, self.scale)
         return [normalize(v, self.mean, self.std) for v in self.method.make_views(images)]
 

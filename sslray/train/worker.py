@@ -4,7 +4,8 @@ Each worker builds the method on the plan's input channels, wraps it for DDP
 (``prepare_model``), pulls uint8 tiles from its dataset shard through a shuffle buffer, makes
 views on its own device, and reports metrics and checkpoints through ``ray.train.report`` on
 one schedule on every rank (a report is a barrier). A restarted worker resumes from the latest
-checkpoint with a fresh shuffle. This module does not know which method it trains.
+checkpoint with a fresh shuffle. This module does not know which method it trains, nor whether
+its samples are tiles or spot grids of tile embeddings (the plan names the column).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from sslray import tracking
 from sslray.artifacts.checkpoint import CheckpointMeta, load_train_state, save_checkpoint
 from sslray.config import from_dict
 from sslray.data.shuffle import ShuffleBuffer, shuffled_batches
-from sslray.methods import Schedule, build_method
+from sslray.methods import METHODS, Schedule, build_method
 from sslray.methods.base import SSLMethod
-from sslray.models.backbones import create_backbone
 from sslray.train.config import PretrainConfig
 from sslray.train.loop import SSLStep
 from sslray.train.plan import TrainingPlan, checkpoint_meta
@@ -44,7 +44,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     method, step_fn = build_step(cfg, plan)
     step, epoch = _resume(step_fn, plan.steps_per_epoch)
-    meta = checkpoint_meta(cfg, plan.data, method.embed_dim, config["run_id"])
+    meta = checkpoint_meta(cfg, plan.data, method.embed_dim, config["run_id"], encoder=plan.encoder)
     placement = gather(worker_placement(rank, device))
     if rank == 0:
         tracking.set_tags(config["tracking_uri"], config["run_id"], {"sslray.workers": json.dumps(placement)})
@@ -52,7 +52,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     buffer = ShuffleBuffer(max(plan.shuffle_buffer_tiles, cfg.train.batch_size))
     while step < plan.total_steps:
-        batches = epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device)
+        batches = epoch_batches(shard, cfg.train.batch_size, buffer, (cfg.train.seed, epoch, rank), device,
+                                plan.input_column)
         epoch += 1
         reporter.timer.wait_starts()
         for images in batches:
@@ -72,7 +73,7 @@ def build_step(cfg: PretrainConfig, plan: TrainingPlan) -> tuple[SSLMethod, SSLS
     """The method and its optimisation step on this worker's device, wrapped for DDP."""
     import ray.train.torch
 
-    backbone = create_backbone(cfg.model, plan.data.in_chans)
+    backbone = METHODS.get(cfg.method_name).build_backbone(cfg.model, cfg.method_cfg, plan.data.in_chans)
     method = build_method(cfg.method_name, cfg.method_cfg, backbone, Schedule(plan.total_steps, plan.steps_per_epoch))
     model = ray.train.torch.prepare_model(method)
     step_fn = SSLStep(
@@ -82,16 +83,18 @@ def build_step(cfg: PretrainConfig, plan: TrainingPlan) -> tuple[SSLMethod, SSLS
     return method, step_fn
 
 
-def epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[int, ...], device: torch.device):
-    """One pass over this worker's shard as image tensors, mixed through a shuffle buffer.
+def epoch_batches(shard, batch_size: int, buffer: ShuffleBuffer, seed: tuple[int, ...], device: torch.device,
+                  column: str = "image"):
+    """One pass over this worker's shard as tensors of ``column`` (tiles, pairs or spot grids),
+    mixed through a shuffle buffer.
 
     Whole blocks come out of Ray Data (no re-batching in Arrow); ``shuffled_batches`` mixes
     tiles of many shards into each batch.
     """
     blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=4)
     buffer.clear()  # an epoch cut short by the step limit may leave tiles behind
-    for batch in shuffled_batches(({"image": b["image"]} for b in blocks), batch_size, buffer, seed):
-        yield torch.from_numpy(batch["image"]).to(device, non_blocking=True)
+    for batch in shuffled_batches(({column: b[column]} for b in blocks), batch_size, buffer, seed):
+        yield torch.from_numpy(batch[column]).to(device, non_blocking=True)
 
 
 def _resume(step_fn: SSLStep, steps_per_epoch: int) -> tuple[int, int]:

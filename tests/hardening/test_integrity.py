@@ -128,7 +128,7 @@ def test_evaluate_on_a_tile_store_says_so(tiny_store, tmp_path, capsys):
 
 
 def test_aggregate_on_a_tile_store_says_so(tiny_store):
-    from sslray.aggregate.train import read_embeddings
+    from sslray.aggregate.inputs import read_embeddings
 
     with pytest.raises(ValueError, match="is a tile store, not an embeddings table"):
         read_embeddings(tiny_store.url, "image_id", [])

@@ -7,6 +7,9 @@ embeddings themselves, projected to the model width. Without a position embeddin
 self-attention is permutation-equivariant, so the CLS output is a function of the *set* of
 tiles: invariant to tile order, and, with padded tokens masked out of every attention row,
 to padding. That lets spots of any size and shape share a batch.
+
+The encoder of the ``spot_dino`` method (``sslray.methods.spot_dino``); it lives with the
+models so the method imports it without the aggregation stage (docs/methods/spot_aggregator.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class SpotModelConfig:
 class SpotEncoder(nn.Module):
     """(B, N, D) tile embeddings + (B, N) validity mask -> (B, dim) CLS embedding.
 
+    Without a mask, NaN tokens are the padding: the training views travel as one tensor each
+    (``sslray.methods.spot_views``), so the mask is read off the tokens themselves.
+
     timm's ``Block`` (1.0.31) forwards ``attn_mask`` to ``Attention``, which hands a boolean
     mask (True = may attend) to ``F.scaled_dot_product_attention`` or turns it into an
     additive -inf bias on the slow path; the same mask therefore works fused or not.
@@ -50,6 +56,7 @@ class SpotEncoder(nn.Module):
         cfg = cfg or SpotModelConfig()
         self.in_dim = in_dim
         self.embed_dim = cfg.dim
+        self.num_features = cfg.dim  # what sslray.models.backbones.feature_dim reads, as on timm models
         self.token_embed = nn.Linear(in_dim, cfg.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()  # stochastic depth grows with depth
@@ -63,6 +70,8 @@ class SpotEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = tokens.shape
+        if mask is None and tokens.isnan().any():
+            mask = ~tokens.isnan().any(-1)
         if mask is not None:  # padded slots may hold anything (even NaN): zero them before they meet a weight
             tokens = tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
         x = torch.cat([self.cls_token.expand(b, -1, -1), self.token_embed(tokens)], dim=1)

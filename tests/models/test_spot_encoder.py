@@ -4,7 +4,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import Block
 
-from sslray.aggregate.model import SpotEncoder, SpotModelConfig
+from sslray.models.spot_encoder import SpotEncoder, SpotModelConfig
 
 
 def _encoder(fused: bool = True) -> SpotEncoder:
