@@ -83,8 +83,9 @@ def test_the_best_c_wins_on_validation_ties_go_to_the_smaller_c_and_failed_trial
                                "mode": "max"}
     assert scores["C"] == 0.1 and scores["balanced_accuracy"] == 1.0 and scores["n_train"] + scores["n_test"] == 40
     client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
-    run = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)[0]
+    (run,) = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
     assert run.data.metrics["best_C"] == 0.1 and run.data.tags["sslray.stage"] == "evaluate"
+    assert run.info.run_name == "evaluate emb" and run.info.status == "FINISHED"  # named by the table's folder
     grid = client.get_metric_history(run.info.run_id, "grid_val_balanced_accuracy")
     assert [(m.step, m.value) for m in grid] == [(_c_step(c), grid_tuner.scores[c]) for c in (0.01, 0.1, 1.0, 10.0)]
 
@@ -96,6 +97,9 @@ def test_every_trial_failing_is_an_error(grid_tuner, tmp_path):
                          c_grid=[1.0])
     with pytest.raises(RuntimeError, match="every probe trial failed; first error: boom"):
         run_evaluate(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
+    (run,) = client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
+    assert run.info.status == "FAILED"
 
 
 def test_grid_steps_are_ordered_non_negative_integers_by_log10_c():
