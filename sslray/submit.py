@@ -25,7 +25,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 JOBS = PROJECT / "jobs"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the dashboard, as `ray dashboard cluster.yaml` forwards it
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
-                 "AWS_REGION")
+                 "AWS_REGION", "SSLRAY_PARENT_RUN_ID")  # the last: a job submitted inside a pipeline nests in its run
 UPLOAD_EXCLUDES = [".venv", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", "sslray-quickstart",
                    "sslray-runs", "runs", "mlruns", "mlartifacts", "*.db", "benchmarks/results"]
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

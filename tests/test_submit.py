@@ -22,6 +22,12 @@ def test_the_entrypoint_passes_arguments_through_quoted():
     assert entrypoint(cfg) == "python jobs/pretrain.py --config configs/methods/dino.yaml 'data.where.split=a b'"
 
 
+def test_a_job_submitted_inside_a_pipeline_carries_the_parent_run(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("SSLRAY_PARENT_RUN_ID", "abc123")
+    assert runtime_env(SubmitConfig(stage="embed"))["env_vars"]["SSLRAY_PARENT_RUN_ID"] == "abc123"
+
+
 def test_credentials_never_travel_with_a_job(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
