@@ -4,7 +4,7 @@ A spot is any group of tiles sharing ``spot_column`` (a TMA spot, a field, a sli
 Columns (docs/data_contracts.md, "Spot table"): the spot id, the carried columns that are constant
 within every spot, ``n_tiles``, ``grid_rows``, ``grid_cols`` and ``embedding`` (fixed-size list of
 float32, L2-normalised), in one parquet file ``part-00000.parquet``. A trained aggregator keeps
-its weights under ``_aggregator/`` (the underscore makes pyarrow and Ray Data skip it); the mean
+its checkpoint under ``_aggregator/`` (the underscore makes pyarrow and Ray Data skip it); the mean
 pooling baseline has none. ``_SUCCESS`` records ``spot_column``.
 
 A later table of one vector per bag (slide- or patient-level MIL) follows the same pattern: its

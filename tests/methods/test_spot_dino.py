@@ -1,6 +1,7 @@
 """spot_dino: DINO's loss, EMA and freezing on grids of tile embeddings, through the real step."""
 
 import numpy as np
+import pytest
 import torch
 
 from sslray.aggregate.grids import build_grids
@@ -60,3 +61,13 @@ def test_the_last_layer_stays_frozen_for_its_epochs():
     assert torch.equal(step.method.head.last_layer.weight, before)
     step(grids[:8], 2)
     assert not torch.equal(step.method.head.last_layer.weight, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_steps_on_cuda_with_bf16():
+    step, grids = _step(3)
+    step.method.cuda()
+    step.precision = "bf16"
+    grids = grids.cuda()
+    losses = [step(grids[:8], i).loss for i in range(3)]
+    assert all(np.isfinite(losses))
