@@ -64,3 +64,13 @@ def test_failures_before_training_start_no_run(tmp_path):
                                         r"image_id, x, y"):
         run_aggregate(aggregate_config(tmp_path, spot_column="spot_id"))
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_importing_the_stage_does_not_start_or_import_ray():
+    """Ray comes in only when training starts (docs/architecture.md): notebooks load spot tables without it."""
+    import subprocess
+    import sys
+
+    code = "import sys, sslray.aggregate; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
