@@ -22,7 +22,7 @@ from sslray.credentials import REDACTED, SECRET_KEYS, SECRET_PATTERN, is_secret,
 from sslray.credentials import refuse_inline_credentials
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment by this tag
-MODEL_TRAINING = "custom_model_development"  # the runs table; without the tag 3.17 may open the GenAI view
+MODEL_TRAINING = "custom_model_development"  # what the experiment holds: model training runs, not traces
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
 PROBE_TIMEOUT_S = 5.0  # one request; MLflow's own client retries a dead server for minutes
 _REACHABLE: set[str] = set()  # servers probed from this process
@@ -211,9 +211,16 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     mlflow.MlflowClient(uri).set_terminated(run_id, status=status)
 
 
+RUNS_VIEW = "#/experiments?workflowType=machine_learning"  # MLflow 3.17's UI opens on GenAI (traces) without it
+
+
 def ui_hint(uri: str) -> str:
-    """What to run or open to see the runs; the URI is redacted, like everything sslray prints."""
+    """What to run or open to see the runs; the URI is redacted, like everything sslray prints.
+
+    MLflow 3.17's UI picks its view from a sidebar switch remembered by the browser (GenAI by
+    default), not from the experiment's kind tag; ``workflowType=machine_learning`` in the
+    address selects the runs tables (docs/data_contracts.md)."""
     uri = redact_url(uri)
     if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri}"
-    return f"open {uri} in a browser"
+        return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{RUNS_VIEW}"
+    return f"open {uri} in a browser ({RUNS_VIEW} shows the runs)"

@@ -18,3 +18,12 @@ def test_embedded_default_is_sqlite_under_out(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # nothing listens: no probe here
     assert resolve_uri(TrackingConfig(), str(tmp_path), probe=False) == "http://127.0.0.1:5000"
     assert resolve_uri(TrackingConfig(uri="http://x:1"), str(tmp_path), probe=False) == "http://x:1"
+
+
+def test_the_ui_hint_opens_the_runs_view_not_the_genai_view():
+    from sslray.tracking import ui_hint
+
+    local = ui_hint("sqlite:////runs/mlflow.db")
+    assert local.startswith("mlflow ui --backend-store-uri sqlite:////runs/mlflow.db, then open http://127.0.0.1:5000/")
+    assert local.endswith("#/experiments?workflowType=machine_learning")
+    assert "#/experiments?workflowType=machine_learning" in ui_hint("http://mlflow:5000")

@@ -190,7 +190,7 @@ def test_redaction_of_urls_and_params():
     params = redact({"store": S3_URL, "tracking": {"uri": "http://h:5000?api_key=k1"}, "password": "p",
                      "storage_options": {"key": KEY, "secret": SECRET}})
     assert KEY not in repr(params) and SECRET not in repr(params) and "k1" not in repr(params)
-    assert tracking.ui_hint("http://h:5000/?token=abc") == "open http://h:5000/?token=<redacted> in a browser"
+    assert tracking.ui_hint("http://h:5000/?token=abc").startswith("open http://h:5000/?token=<redacted> in a browser")
 
 
 def test_library_callers_are_refused_too(tmp_path):
