@@ -122,7 +122,7 @@ def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
     from sslray.quickstart import QuickstartConfig, run_quickstart
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    summary = run_quickstart(QuickstartConfig(out=str(tmp_path / "qs"), steps=3)).to_json()
+    summary = run_quickstart(QuickstartConfig(run_dir=str(tmp_path / "qs"), steps=3)).to_json()
     on_disk = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert on_disk == summary and summary["n_tiles"] == 768 and summary["steps"] == 3
     for name in ("ssl", "random_init"):

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from sslray.quickstart import QuickstartConfig, run_quickstart
     from sslray.tracking import ui_hint
 
-    summary = run_quickstart(QuickstartConfig(data=args.data, labels=args.labels, method=args.method, out=args.out,
+    summary = run_quickstart(QuickstartConfig(data=args.data, labels=args.labels, method=args.method, run_dir=args.out,
                                               tile_size=args.tile_size, steps=args.steps, overrides=args.overrides))
     print(json.dumps(summary.to_json(), indent=2))
     print(f"\n{summary.headline()}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sslray import storage
 from sslray.artifacts.tile_store import TileStore
@@ -43,10 +43,12 @@ class QuickstartConfig:
     data: str | None = None
     labels: str | None = None
     method: str = "dino"
-    out: str = "sslray-quickstart"
+    run_dir: str = "sslray-quickstart"  # everything: store, checkpoints, tables, MLflow store, summary.json
     tile_size: int | None = None  # default: 64 for the synthetic set, 224 for user data
     steps: int | None = None  # default: scaled with the data (see quickstart_steps)
     overrides: list[str] = field(default_factory=list)  # extra pretrain overrides, key=value
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "run_dir"}
 
 
 def default_tile_size(data: str) -> int:
@@ -63,7 +65,7 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
     """Every stage in one MLflow parent run (``quickstart METHOD``), each stage a run nested in it."""
     started = time.perf_counter()
     recipe = load_recipe(cfg.method)  # an unknown method fails before any work
-    out = Path(storage.local_path(cfg.out))
+    out = Path(storage.local_path(cfg.run_dir))
     out.mkdir(parents=True, exist_ok=True)
     # inline credentials or a dead tracking server fail now, not after the ingest (docs/security.md)
     with pipeline_run(_tracking(cfg), str(out), name="quickstart", input=cfg.method, config=to_dict(cfg)) as run:

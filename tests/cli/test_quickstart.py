@@ -36,7 +36,7 @@ def test_no_argument_is_the_default_config(quickstart_configs, capsys):
 def test_every_flag_and_override_reaches_the_config(quickstart_configs):
     assert main(["quickstart", "--data", "/imgs", "--labels", "/l.csv", "--method", "mae", "--out", "/q",
                  "--tile-size", "96", "--steps", "12", "train.batch_size=8", "optim.lr=0.01"]) == 0
-    assert quickstart_configs == [QuickstartConfig(data="/imgs", labels="/l.csv", method="mae", out="/q", tile_size=96,
+    assert quickstart_configs == [QuickstartConfig(data="/imgs", labels="/l.csv", method="mae", run_dir="/q", tile_size=96,
                                                    steps=12, overrides=["train.batch_size=8", "optim.lr=0.01"])]
 
 

@@ -39,7 +39,7 @@ def _runs(out) -> dict:
 
 def test_the_stages_run_nested_in_one_parent_run_that_keeps_the_summary(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "_stages", _one_stage)
-    summary = run_quickstart(QuickstartConfig(out=str(tmp_path / "qs")))
+    summary = run_quickstart(QuickstartConfig(run_dir=str(tmp_path / "qs")))
     runs = _runs(tmp_path / "qs")
     parent, child = runs["quickstart dino"], runs["embed ssl"]
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FINISHED"
@@ -57,14 +57,14 @@ def test_a_failing_stage_fails_the_parent_run(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pipeline, "_stages", broken)
     with pytest.raises(RuntimeError, match="pretraining diverged"):
-        run_quickstart(QuickstartConfig(out=str(tmp_path / "qs")))
+        run_quickstart(QuickstartConfig(run_dir=str(tmp_path / "qs")))
     assert _runs(tmp_path / "qs")["quickstart dino"].info.status == "FAILED"
     assert not (tmp_path / "qs" / "summary.json").exists()
 
 
 def test_an_unknown_method_fails_before_any_run(tmp_path):
     with pytest.raises(ValueError, match="no recipe for method"):
-        run_quickstart(QuickstartConfig(out=str(tmp_path / "qs"), method="nope"))
+        run_quickstart(QuickstartConfig(run_dir=str(tmp_path / "qs"), method="nope"))
     assert not (tmp_path / "qs" / "mlflow.db").exists()
 
 
@@ -74,7 +74,7 @@ def test_the_tracking_overrides_set_the_pipeline_runs_tracking():
 
 
 def test_the_pretrain_config_runs_in_the_quickstart_folder_with_the_overrides(tiny_store, tmp_path):
-    cfg = QuickstartConfig(out=str(tmp_path), steps=7, overrides=["train.seed=5"])
+    cfg = QuickstartConfig(run_dir=str(tmp_path), steps=7, overrides=["train.seed=5"])
     pretrain = pipeline._pretrain_config(cfg, load_recipe("dino"), tmp_path, tiny_store)
     assert pretrain.run_dir == str(tmp_path) and pretrain.store == tiny_store.url
     assert pretrain.train.steps == 7 and pretrain.train.seed == 5 and pretrain.method_name == "dino"
