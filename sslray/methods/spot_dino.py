@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 from sslray.methods.base import EMBEDDING_GRIDS, Schedule
@@ -61,8 +62,12 @@ class SpotDINO(DINO):
     input_kind = EMBEDDING_GRIDS
 
     def __init__(self, backbone: nn.Module, cfg: SpotDINOConfig, schedule: Schedule) -> None:
+        """The teacher runs without stochastic depth, as DINO's reference code builds it; otherwise
+        it runs as the student does (a BatchNorm head normalises with batch statistics in both)."""
         super().__init__(backbone, cfg, schedule)
-        self.train()  # puts the teacher in eval mode from the start
+        for module in self.teacher_backbone.modules():
+            if isinstance(module, DropPath):
+                module.drop_prob = 0.0
 
     @classmethod
     def build_backbone(cls, model_cfg: Any, method_cfg: SpotDINOConfig, in_chans: int) -> nn.Module:
@@ -75,10 +80,3 @@ class SpotDINO(DINO):
         per worker) makes the views reproducible as it does the image crops."""
         rng = np.random.default_rng(int(torch.randint(2**62, (1,)).item()))
         return grid_views(images.float(), self.cfg.views, rng)
-
-    def train(self, mode: bool = True) -> SpotDINO:
-        """The teacher always runs without stochastic depth, as in DINO's reference code."""
-        super().train(mode)
-        self.teacher_backbone.eval()
-        self.teacher_head.eval()
-        return self

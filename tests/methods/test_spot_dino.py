@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from timm.layers import DropPath
 
 from sslray.aggregate.grids import build_grids
 from sslray.methods import METHODS, Schedule, build_method, method_config
@@ -36,7 +37,10 @@ def test_is_a_dino_on_spot_grids_with_a_spot_encoder():
     assert issubclass(cls, DINO) and cls.input_kind == EMBEDDING_GRIDS
     step, _ = _step(1)
     assert isinstance(step.method.encoder(), SpotEncoder) and step.method.embed_dim == 16
-    assert not step.method.teacher_backbone.training  # no stochastic depth in the teacher, as in DINO
+    def drop_rates(module):
+        return [m.drop_prob for m in module.modules() if isinstance(m, DropPath)]
+
+    assert max(drop_rates(step.method.backbone)) > 0 and set(drop_rates(step.method.teacher_backbone)) == {0.0}
 
 
 def test_loss_falls_through_the_real_step_and_the_teacher_moves_by_ema_only():
