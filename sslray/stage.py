@@ -13,6 +13,7 @@ runs can be told apart; tags ``sslray.stage`` and ``sslray.input`` say the same 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from typing import Any
 
 from sslray import storage, tracking
 from sslray.tracking import TrackingConfig
+
+log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "SSLRAY_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nested-run tag: the UI folds children under it
@@ -156,6 +159,7 @@ def _resumed_run(uri: str, marker: str | None) -> str | None:
         return None
     saved = storage.read_json(marker)
     if saved.get("uri") == tracking.redact(uri) and tracking.reopen_run(uri, saved["run_id"]):
+        log.info("resuming: logging into MLflow run %s", saved["run_id"])
         return saved["run_id"]
     return None
 
