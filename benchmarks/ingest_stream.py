@@ -191,7 +191,7 @@ def run_all(args, bucket: str | None) -> tuple[list[tuple[str, float]], float]:
         folder = make_tiles(Path(tmp) / "png", args.tiles, args.size)
         files = sorted(str(p) for p in folder.rglob("*.png"))
         start = time.perf_counter()
-        store = ingest_folder(IngestConfig(src=str(folder), dest=str(Path(tmp) / "store"), tile_size=args.size))
+        store = ingest_folder(IngestConfig(src=str(folder), out=str(Path(tmp) / "store"), tile_size=args.size))
         ingest_s = time.perf_counter() - start
         old = format_1_copy(store, Path(tmp) / "store_v1")
         zarr_crc, zarr_old = bench_checksum_cost(store, old, args.batch)

@@ -52,7 +52,7 @@ def tiny_store(synthetic_images, tmp_path_factory):
 
     root, labels = synthetic_images
     dest = tmp_path_factory.mktemp("stores") / "tiny"
-    return ingest_folder(IngestConfig(workers=0, src=str(root), dest=str(dest), labels=str(labels), tile_size=64,
+    return ingest_folder(IngestConfig(workers=0, src=str(root), out=str(dest), labels=str(labels), tile_size=64,
                                       channels=["DNA", "cytoplasm"]))
 
 

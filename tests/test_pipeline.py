@@ -54,7 +54,7 @@ def test_magnification_pairs_stream_as_two_tile_rows(ray_session, tmp_path):
         for seq in (1, 2, 3):
             write_png(tmp_path / "src" / "P1" / f"{mag}X" / f"P1-{mag}-{seq:03d}.png",
                       rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32,
                                        magnification_groups=True))
     batch = next(iter(read_tile_store(store, columns=["tile_id"], shuffle=True, pairs=PairPolicy("ordered"))
                       .iter_batches(batch_size=100, batch_format="numpy")))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sslray import storage
 from sslray.aggregate.inputs import read_embeddings, table_grids
 from sslray.aggregate.spot_rows import spot_table
 from sslray.artifacts.spot_table import SpotTable
 from sslray.artifacts.vector_table import embedding_matrix
+from sslray.stage import publishing
 
 
 def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
@@ -26,8 +26,8 @@ def mean_pool_spots(embeddings: str, out: str, spot_column: str = "image_id",
     means /= np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)
     carry = [c for c in carry_columns if c in table.column_names and c != spot_column]
     out_table, _ = spot_table(table, grids, spot_column, means, carry)
-    staging = storage.begin_output(out, overwrite, what="spot table")
-    SpotTable(out, "spot_table", out_table, means.shape[1], spot_column).write(staging)
-    storage.publish_output(staging, out, {"embeddings": embeddings, "spot_column": spot_column,
-                                          "n_rows": out_table.num_rows, "pooling": "mean"})
+    with publishing(out, kind="spot_table", what="spot table", overwrite=overwrite) as publication:
+        SpotTable(out, "spot_table", out_table, means.shape[1], spot_column).write(publication.staging)
+        publication.info.update({"embeddings": embeddings, "spot_column": spot_column,
+                                 "n_rows": out_table.num_rows, "pooling": "mean"})
     return out

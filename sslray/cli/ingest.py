@@ -20,7 +20,7 @@ from sslray.data.readers import MAX_PIXELS
 def configure(p: argparse.ArgumentParser) -> None:
     p.intermixed = True  # flags may come between SRC DEST and the key=value overrides
     p.add_argument("src", help="folder of images (PNG, JPEG, TIFF)")
-    p.add_argument("dest", help="tile store URL: a local path or s3://bucket/prefix")
+    p.add_argument("out", metavar="dest", help="tile store URL: a local path or s3://bucket/prefix")
     p.add_argument("--config", help="YAML IngestConfig (see configs/ingest/); flags and key=value override it")
     _shortcuts(p)
     add_overrides(p)

@@ -32,7 +32,7 @@ def assemble(sources: list[SourceImage], parts: dict[str, PartResult], cfg: Inge
         if part is None:
             continue
         if writer is None:
-            writer = TileStoreWriter(cfg.dest, part.channels, np.dtype(part.dtype), cfg.tile_size, staging=staging,
+            writer = TileStoreWriter(cfg.out, part.channels, np.dtype(part.dtype), cfg.tile_size, staging=staging,
                                      compression=cfg.compression)
         elif problem := _mismatch(part.channels, np.dtype(part.dtype), writer):
             discard_part(staging, source.rel)  # re-read on the next run, in case the file is fixed

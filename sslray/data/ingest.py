@@ -56,13 +56,13 @@ def ingest_folder(cfg: IngestConfig) -> TileStore:
     run; on its own it has no tracking settings and logs nothing. Rerunning an interrupted ingest with the same settings
     redoes only the sources that have no finished part.
     """
-    check_source_and_dest(cfg.src, cfg.dest)
+    check_source_and_dest(cfg.src, cfg.out)
     report = IngestReport()
     sources = discover_sources(cfg, report)
     if not sources:
         raise IngestError(f"{cfg.src}: no usable images found (looked for {sorted(IMAGE_SUFFIXES)})")
     with tracked_run(None, None, stage="ingest", input=input_name(cfg.src), config=to_dict(cfg),
-                     tags={"sslray.store": redact_url(cfg.dest)}) as run:
+                     tags={"sslray.store": redact_url(cfg.out)}) as run:
         staging = _begin(cfg, sources)
         scaling = _scaling(sources, cfg, staging)
         parts = _tile_all(sources, cfg, staging, scaling, report)
@@ -122,24 +122,24 @@ def _begin(cfg: IngestConfig, sources: list[SourceImage]) -> str:
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_PLAN}
     plan = {**settings, "sources": [[s.rel, s.label, s.group, s.split] for s in sources]}
     try:
-        staging = storage.begin_resumable_output(cfg.dest, cfg.overwrite, what="tile store", kind="tile_store")
+        staging = storage.begin_resumable_output(cfg.out, cfg.overwrite, what="tile store", kind="tile_store")
         check_plan(staging, plan)
     except FileExistsError as err:
         raise IngestError(str(err)) from None
     except PlanMismatch as err:
-        raise IngestError(f"{cfg.dest}: {err}; rerun with the same settings to resume it, "
+        raise IngestError(f"{cfg.out}: {err}; rerun with the same settings to resume it, "
                           "or pass --overwrite to start over") from None
     return staging
 
 
-_NOT_IN_PLAN = {"dest", "overwrite", "on_error", "workers"}  # settings that do not change any tile
+_NOT_IN_PLAN = {"out", "overwrite", "on_error", "workers"}  # settings that do not change any tile
 
 
 def _tile_all(sources: list[SourceImage], cfg: IngestConfig, staging: str, scaling: Scaling,
               report: IngestReport) -> dict[str, PartResult]:
     parts = {s.rel: part for s in sources if (part := load_part(staging, s.rel)) is not None}
     if parts:
-        log.info("resuming the ingest into %s: %d of %d sources were tiled before", cfg.dest, len(parts), len(sources))
+        log.info("resuming the ingest into %s: %d of %d sources were tiled before", cfg.out, len(parts), len(sources))
     by_rel = {s.rel: s for s in sources}
     todo = [s for s in sources if s.rel not in parts]
     for result in _run_tiling(todo, cfg, staging, scaling):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from sslray.artifacts.store_format import COMPRESSION
 from sslray.data.intensity import Scaling
@@ -21,8 +21,10 @@ from sslray.data.wsi import SlideTiling, is_slide
 
 @dataclass
 class IngestConfig:
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"dest": "out"}  # every stage's output URL is ``out``
+
     src: str = ""
-    dest: str = ""
+    out: str = ""  # the tile store's URL (DEST on the command line)
     tile_size: int = 224
     labels: str | None = None  # CSV path,label[,group][,split]; default: sub-folder names
     layout: Literal["files", "channel-folders", "channel-files"] = "files"

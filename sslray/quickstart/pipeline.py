@@ -139,11 +139,11 @@ def _ingest(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> TileS
         data_dir = out / f"data{variant}"
         labels = write_dataset(data_dir, from_dict(SyntheticSpec, recipe.synthetic, "synthetic"))
         print(f"[sslray] wrote the synthetic cell image set to {data_dir}", flush=True)
-        ingest = IngestConfig(src=str(data_dir), dest=store_url, labels=str(labels),
+        ingest = IngestConfig(src=str(data_dir), out=store_url, labels=str(labels),
                               tile_size=cfg.tile_size or SYNTHETIC_TILE, channels=list(CHANNELS))
     else:
         tile = cfg.tile_size or default_tile_size(cfg.data)
-        ingest = IngestConfig(src=cfg.data, dest=store_url, labels=cfg.labels, tile_size=tile)
+        ingest = IngestConfig(src=cfg.data, out=store_url, labels=cfg.labels, tile_size=tile)
     return ingest_folder(ingest)
 
 

@@ -30,7 +30,7 @@ def test_flags_and_dotted_overrides_give_the_same_config():
 
 
 def test_no_flag_is_the_defaults():
-    assert _config("src", "dest") == IngestConfig(src="src", dest="dest")
+    assert _config("src", "dest") == IngestConfig(src="src", out="dest")
 
 
 def test_flags_override_the_file_and_key_values_override_the_flags(tmp_path):

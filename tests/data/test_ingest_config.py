@@ -19,7 +19,7 @@ from sslray.data.ingest_config import IngestConfig
 ])
 def test_bad_settings_are_refused_when_the_config_is_made(bad, message):
     with pytest.raises(ValueError, match=message):
-        IngestConfig(src="src", dest="dest", **bad)
+        IngestConfig(src="src", out="dest", **bad)
 
 
 

@@ -43,7 +43,7 @@ def _count_tiling(monkeypatch) -> list[str]:
 def test_failed_ingest_keeps_finished_sources_and_the_rerun_tiles_only_the_rest(tmp_path, monkeypatch):
     src = _images(tmp_path / "src", 4)
     (src / "class1" / "img03.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    cfg = IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32)
+    cfg = IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32)
     with pytest.raises(IngestError, match=r"img03.png.*the 3 source\(s\) tiled so far are kept"):
         ingest_folder(cfg)
     assert not (tmp_path / "s").exists()  # nothing visible to readers
@@ -53,7 +53,7 @@ def test_failed_ingest_keeps_finished_sources_and_the_rerun_tiles_only_the_rest(
     assert tiled == ["class1/img03.png"]
     assert not (tmp_path / ".s.partial").exists()
     assert not any(p.name == "_ingest" for p in (tmp_path / "s").iterdir())
-    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "fresh"), tile_size=32))
+    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "fresh"), tile_size=32))
     _assert_same_store(resumed, fresh)
 
 
@@ -61,10 +61,10 @@ def test_rerun_with_other_settings_is_refused_until_overwrite(tmp_path):
     src = _images(tmp_path / "src", 2)
     (src / "class0" / "zz.png").write_bytes(b"not a png")
     with pytest.raises(IngestError):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32))
     with pytest.raises(IngestError, match="interrupted ingest with different tile_size.*--overwrite"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=16))
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=16,
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=16))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=16,
                                        overwrite=True, on_error="skip"))
     assert store.info.tile_size == 16 and len(store) == 2 * 16
 
@@ -72,7 +72,7 @@ def test_rerun_with_other_settings_is_refused_until_overwrite(tmp_path):
 _KILLABLE = """
 import sys
 from sslray.data.ingest import IngestConfig, ingest_folder
-ingest_folder(IngestConfig(workers=0, src=sys.argv[1], dest=sys.argv[2], tile_size=256))
+ingest_folder(IngestConfig(workers=0, src=sys.argv[1], out=sys.argv[2], tile_size=256))
 """
 
 
@@ -97,17 +97,17 @@ def test_ingest_killed_mid_run_resumes_without_losing_or_duplicating_tiles(tmp_p
     finished = len(list(parts.glob("*/part.json")))
     assert 2 <= finished < n and not dest.exists()
     tiled = _count_tiling(monkeypatch)
-    resumed = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(dest), tile_size=256))
+    resumed = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(dest), tile_size=256))
     assert len(tiled) == n - finished  # finished sources are not read again
-    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "fresh"), tile_size=256))
+    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "fresh"), tile_size=256))
     _assert_same_store(resumed, fresh)
 
 
 def test_parallel_ray_ingest_equals_the_in_process_one(ray_session, tmp_path):
     src = _images(tmp_path / "src", 5)
     (src / "class0" / "broken.png").write_bytes(b"garbage")
-    parallel = ingest_folder(IngestConfig(src=str(src), dest=str(tmp_path / "p"), tile_size=32, on_error="skip"))
-    serial = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+    parallel = ingest_folder(IngestConfig(src=str(src), out=str(tmp_path / "p"), tile_size=32, on_error="skip"))
+    serial = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                         on_error="skip"))
     _assert_same_store(parallel, serial)
     report = (tmp_path / "p" / "ingest_report.json").read_text()
@@ -117,7 +117,7 @@ def test_parallel_ray_ingest_equals_the_in_process_one(ray_session, tmp_path):
 def test_a_part_damaged_after_it_finished_is_redone_not_trusted(tmp_path, monkeypatch):
     src = _images(tmp_path / "src", 3)
     (src / "class0" / "zz.png").write_bytes(b"broken")
-    cfg = IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32)
+    cfg = IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32)
     with pytest.raises(IngestError):
         ingest_folder(cfg)
     write_png(src / "class0" / "zz.png", np.zeros((64, 64, 3), np.uint8))  # the user fixes the file
@@ -127,5 +127,5 @@ def test_a_part_damaged_after_it_finished_is_redone_not_trusted(tmp_path, monkey
     store = ingest_folder(cfg)
     # class0/img00 and img02 had finished before zz.png stopped the run; one of them is damaged now
     assert sorted(tiled)[-2:] == ["class0/zz.png", "class1/img01.png"] and len(tiled) == 3
-    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "fresh"), tile_size=32))
+    fresh = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "fresh"), tile_size=32))
     _assert_same_store(store, fresh)

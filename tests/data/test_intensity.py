@@ -54,10 +54,10 @@ def test_ingest_with_clip_percentiles_records_the_calibration(tmp_path):
     bad = np.full((2, 64, 64), np.nan, np.float32)
     tifffile.imwrite(src / "nan.tiff", bad)
     with pytest.raises(IngestError, match="nan.tiff: .*NaN"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                    clip_percentiles=[0.5, 99.5]))
     (src / "nan.tiff").unlink()
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                        clip_percentiles=[0.5, 99.5], overwrite=True))
     attrs = json.loads((tmp_path / "s" / "tiles.zarr" / "zarr.json").read_text())["attributes"]["ingest"]
     assert attrs["clip_percentiles"] == [0.5, 99.5] and len(attrs["high"]) == 2 and attrs["high"][1] > attrs["high"][0]

@@ -51,7 +51,7 @@ def test_npy_arrays_channels_last_or_first_and_pickles_refused(tmp_path):
     np.save(src / "rgb.npy", hwc)
     np.save(src / "multi.npy", chw)
     assert read_image(src / "rgb.npy").shape == (3, 40, 40) and read_image(src / "multi.npy").shape == (5, 40, 40)
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                        on_error="skip"))
     assert store.info.channels == [f"ch{i}" for i in range(5)] and len(store) == 1  # rgb.npy skipped: 3 channels
     np.testing.assert_array_equal(store.read(0, 1)[0], chw[:, :32, :32])
@@ -66,7 +66,7 @@ def test_hdf5_without_images_is_named(tmp_path):
     with h5py.File(tmp_path / "src" / "bad.h5", "w") as f:
         f.create_dataset("Other", data=np.zeros(3))
     with pytest.raises(IngestError, match="bad.h5: HDF5 file has no 'Images' dataset"):
-        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32))
 
 
 def test_channel_folder_stacks_markers_in_natural_order_or_as_asked(tmp_path):

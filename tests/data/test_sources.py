@@ -67,7 +67,7 @@ def test_missing_file_in_csv_stops_with_its_name_and_writes_nothing(tmp_path):
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("path,label\ntumor/a.png,t\nmissing/nope.png,n\n")
     with pytest.raises(IngestError, match="nope.png"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), labels=str(csv_path), tile_size=32))
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), labels=str(csv_path), tile_size=32))
     assert not (tmp_path / "s").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s")]
 
@@ -82,7 +82,7 @@ def test_breakhis_magnification_groups_pair_fields_across_magnifications(tmp_pat
             for seq in (1, 2):
                 write_png(src / cls / patient / f"{mag}X" / f"{patient}-{mag}-{seq:03d}.png",
                           rng.integers(0, 255, (46, 70, 3), dtype=np.uint8))
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                        magnification_groups=True))
     m = store.manifest
     assert sorted(m["magnification"].unique()) == [40.0, 100.0]
@@ -95,25 +95,25 @@ def test_breakhis_magnification_groups_pair_fields_across_magnifications(tmp_pat
 def test_magnification_groups_name_files_without_one_and_csv_columns_reach_the_manifest(tmp_path):
     src = rgb_folder(tmp_path)
     with pytest.raises(IngestError, match="b.png: no magnification in its path"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32,
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32,
                                    magnification_groups=True))
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,patient_id,magnification\ntumor/a.png,t,P1,40X\nnormal/b.png,n,P2,100\n")
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "c"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "c"), tile_size=32,
                                        labels=str(labels)))
     m = store.manifest
     assert m.groupby("source")["patient_id"].first().to_dict() == {"normal/b.png": "P2", "tumor/a.png": "P1"}
     assert sorted(m["magnification"].unique()) == [40.0, 100.0]
     labels.write_text("path,label,x\ntumor/a.png,t,1\n")
     with pytest.raises(IngestError, match=r"column\(s\) \['x'\] are set by sslray"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "d"), tile_size=32,
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "d"), tile_size=32,
                                    labels=str(labels)))
 
 
 def test_cell_painting_channel_files_become_fields_with_well_and_site(tmp_path):
     planes = cell_painting_plate(tmp_path / "src" / "plate1")
     names = {"1": "DNA", "2": "ER", "3": "RNA", "4": "AGP", "5": "Mito"}
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32,
                                        layout="channel-files", channel_pattern=JUMP, channel_names=names,
                                        foreground_channel="DNA"))
     m = store.manifest
@@ -133,7 +133,7 @@ def test_channel_files_take_labels_from_a_csv_keyed_by_field(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,perturbation\nplate1/r01c01f01p01-ch*sk1fk1fl1.tiff,ctrl,DMSO\n"
                       "plate1/r01c02f01p01-ch*sk1fk1fl1.tiff,treated,cmpd7\nplate1/r09c09f01p01-ch*.tiff,x,y\n")
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32,
                                        layout="channel-files", channel_pattern=JUMP, labels=str(labels),
                                        on_error="skip"))
     m = store.manifest

@@ -15,8 +15,8 @@ def test_ingest_to_s3_and_read_back(s3_server, synthetic_images):
 
     root, labels = synthetic_images
     url = f"{s3_server}/stores/cells"
-    store = ingest_folder(IngestConfig(workers=0, src=str(root), dest=url, labels=str(labels), tile_size=64))
-    local = ingest_folder(IngestConfig(workers=0, src=str(root), dest=str(root.parent / "local-copy"), labels=str(labels),
+    store = ingest_folder(IngestConfig(workers=0, src=str(root), out=url, labels=str(labels), tile_size=64))
+    local = ingest_folder(IngestConfig(workers=0, src=str(root), out=str(root.parent / "local-copy"), labels=str(labels),
                                        tile_size=64))
     reopened = TileStore.open(url)
     assert len(reopened) == len(local) == 96
@@ -40,17 +40,17 @@ def test_interrupted_ingest_to_s3_stays_invisible_and_resumes(s3_server, tmp_pat
     for name in ("a", "b", "c"):
         write_png(tmp_path / "src" / f"{name}.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     (tmp_path / "src" / "d.png").write_bytes(b"cut off")
-    cfg = IngestConfig(workers=0, src=str(tmp_path / "src"), dest=f"{s3_server}/stores/resume", tile_size=32)
+    cfg = IngestConfig(workers=0, src=str(tmp_path / "src"), out=f"{s3_server}/stores/resume", tile_size=32)
     with pytest.raises(ingest_module.IngestError, match="d.png"):
         ingest_folder(cfg)
     with pytest.raises(StoreError, match="incomplete"):
-        TileStore.open(cfg.dest)
+        TileStore.open(cfg.out)
     write_png(tmp_path / "src" / "d.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     tiled = []
     real = ingest_module.tile_source
     monkeypatch.setattr(ingest_module, "tile_source", lambda s, *rest: tiled.append(s.rel) or real(s, *rest))
     store = ingest_folder(cfg)
-    assert tiled == ["d.png"] and len(store) == 16 and verify_store(cfg.dest) == []
+    assert tiled == ["d.png"] and len(store) == 16 and verify_store(cfg.out) == []
 
 
 def _link(tmp_path, *targets):
@@ -78,8 +78,8 @@ def test_real_samples_ingest_to_s3_exactly_as_to_local_disk(s3_server, test_data
     if kind == "slide":
         pytest.importorskip("tiffslide")
     src = str(make_src(test_data, tmp_path))
-    remote = ingest_folder(IngestConfig(workers=0, src=src, dest=f"{s3_server}/real/{kind}", **settings))
-    local = ingest_folder(IngestConfig(workers=0, src=src, dest=str(tmp_path / "local"), **settings))
+    remote = ingest_folder(IngestConfig(workers=0, src=src, out=f"{s3_server}/real/{kind}", **settings))
+    local = ingest_folder(IngestConfig(workers=0, src=src, out=str(tmp_path / "local"), **settings))
     assert len(remote) == len(local) > 0 and remote.info == local.info
     np.testing.assert_array_equal(TileStore.open(remote.url).read(0, len(remote)), local.read(0, len(local)))
     assert remote.manifest.equals(local.manifest)

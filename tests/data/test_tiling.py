@@ -14,7 +14,7 @@ from tests.data.images import marker_field, rgb_folder
 
 
 def test_subfolder_labels_and_tiling(tmp_path):
-    store = ingest_folder(IngestConfig(workers=0, src=str(rgb_folder(tmp_path)), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(rgb_folder(tmp_path)), out=str(tmp_path / "s"), tile_size=32))
     m = store.manifest
     # a.png 100x70 -> 3x2 tiles, b.png 64x64 -> 2x2 tiles; ragged borders dropped
     assert len(store) == 10 and store.info.channels == ["R", "G", "B"]
@@ -29,7 +29,7 @@ def test_subfolder_labels_and_tiling(tmp_path):
 def test_channel_folders_stack_markers_in_name_order(tmp_path):
     a = marker_field(tmp_path / "src" / "tumor" / "fov1", ["CD8", "DAPI", "PanCK"], seed=1)
     marker_field(tmp_path / "src" / "stroma" / "fov2", ["CD8", "DAPI", "PanCK"], seed=2)
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32,
                                        layout="channel-folders"))
     assert store.info.channels == ["CD8", "DAPI", "PanCK"] and store.info.dtype == "uint16"
     m = store.manifest
@@ -46,7 +46,7 @@ def test_hdf5_patch_files_images_and_names(tmp_path):
     with h5py.File(tmp_path / "src" / "spotA" / "patches.h5", "w") as f:
         f.create_dataset("Images", data=images, chunks=(1, 4, 40, 40))
         f.create_dataset("Names", data=np.array([b"DNA1", b"CD3", b"CD20", b"Ki67"]))
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=32))
     m = store.manifest
     assert store.info.channels == ["DNA1", "CD3", "CD20", "Ki67"] and len(store) == 5
     assert m["image_id"].tolist() == [f"spotA/patches#{i}" for i in range(5)] and set(m["label"]) == {"spotA"}
@@ -59,11 +59,11 @@ def test_float_images_need_an_explicit_scale(tmp_path):
     counts = np.stack([np.full((32, 32), 50.0), np.full((32, 32), 5.0)]).astype(np.float32)
     tifffile.imwrite(src / "imc.tiff", counts)
     with pytest.raises(IngestError, match=r"imc.tiff: float image with values in \[5, 50\]; pass --float-max"):
-        ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32))
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=32, float_max=[100.0, 10.0]))
+        ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=32, float_max=[100.0, 10.0]))
     assert store.info.dtype == "uint16"
     np.testing.assert_array_equal(store.read(0, 1)[0, :, 0, 0], [round(0.5 * 65535)] * 2)
-    logged = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "l"), tile_size=32, log1p=True,
+    logged = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "l"), tile_size=32, log1p=True,
                                         float_max=[float(np.log1p(50.0))]))
     assert logged.read(0, 1)[0, 0, 0, 0] == 65535
 
@@ -82,7 +82,7 @@ def test_tile_image_cuts_a_grid_and_labels_every_row():
 def test_tile_source_returns_a_failed_result_naming_the_file_not_an_exception(tmp_path):
     src = rgb_folder(tmp_path)
     (src / "bad.png").write_bytes(b"garbage")
-    cfg = IngestConfig(src=str(src), dest=str(tmp_path / "s"), tile_size=32)
+    cfg = IngestConfig(src=str(src), out=str(tmp_path / "s"), tile_size=32)
     staging = str(tmp_path / "staging")
     failed = tile_source(SourceImage(src / "bad.png", "bad.png"), cfg, staging)
     assert not failed.ok and failed.reason.startswith(f"{src / 'bad.png'}: cannot decode")
@@ -97,7 +97,7 @@ def test_tile_source_returns_a_failed_result_naming_the_file_not_an_exception(tm
 
 def test_a_source_smaller_than_one_tile_fails_by_name_and_leaves_no_part(tmp_path):
     write_png(tmp_path / "small.png", np.zeros((20, 40, 3), np.uint8))
-    cfg = IngestConfig(src=str(tmp_path), dest=str(tmp_path / "s"), tile_size=32)
+    cfg = IngestConfig(src=str(tmp_path), out=str(tmp_path / "s"), tile_size=32)
     result = tile_source(SourceImage(tmp_path / "small.png", "small.png"), cfg, str(tmp_path / "staging"))
     assert not result.ok and result.n_tiles == 0
     assert result.reason == f"{tmp_path / 'small.png'}: image 40x20 is smaller than the tile size 32"

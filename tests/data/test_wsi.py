@@ -18,7 +18,7 @@ def _slide(path, size=(1024, 1536)):
 
 def test_tiles_only_tissue_at_the_target_resolution(tmp_path):
     image = _slide(tmp_path / "src" / "slide1.tif")
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=64,
                                        mpp=1.0, mpp_override=0.5))
     m = store.manifest
     # 128 level-0 px per tile at 2x downsample; tissue spans level-0 128..512 -> tiles at 128, 256, 384
@@ -32,14 +32,14 @@ def test_tiles_only_tissue_at_the_target_resolution(tmp_path):
 def test_slide_without_resolution_metadata_needs_an_override(tmp_path):
     _slide(tmp_path / "src" / "slide1.tif")
     with pytest.raises(IngestError, match=r"slide1.tif: the slide has no resolution metadata.*--mpp-override"):
-        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64, mpp=1.0))
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=64, mpp=1.0))
     assert not (tmp_path / "s").exists()
 
 
 def test_finer_than_scanned_is_refused(tmp_path):
     _slide(tmp_path / "src" / "slide1.tif")
     with pytest.raises(IngestError, match="finer than the scan"):
-        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=64,
                                    mpp=0.25, mpp_override=0.5))
 
 
@@ -48,7 +48,7 @@ def test_real_svs_at_1_mpp(test_data, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "cmu1.svs").symlink_to(test_data / "wsi" / "CMU-1-Small-Region.svs")
-    store = ingest_folder(IngestConfig(workers=0, src=str(src), dest=str(tmp_path / "s"), tile_size=224, mpp=1.0))
+    store = ingest_folder(IngestConfig(workers=0, src=str(src), out=str(tmp_path / "s"), tile_size=224, mpp=1.0))
     m = store.manifest
     # 2220 x 2967 px at 0.499 mpp; 224 px at 1.0 mpp = 449 level-0 px -> a 4 x 6 grid, background dropped
     assert 0 < len(store) <= 24 and (m["mpp"] == 1.0).all() and set(m["slide_id"]) == {"cmu1"}
@@ -60,8 +60,8 @@ def test_slide_without_tissue_is_named(tmp_path):
     blank = tmp_path / "src" / "blank.tif"
     tifffile.imwrite(blank, np.full((1024, 1536, 3), 245, np.uint8), tile=(256, 256), photometric="rgb")
     with pytest.raises(IngestError, match=r"blank.tif: no tile has at least 25% tissue"):
-        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+        ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=64,
                                    mpp=1.0, mpp_override=0.5))
-    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), dest=str(tmp_path / "s"), tile_size=64,
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "src"), out=str(tmp_path / "s"), tile_size=64,
                                        mpp=1.0, mpp_override=0.5, on_error="skip"))
     assert set(store.manifest["slide_id"]) == {"good"} and len(store) == 9

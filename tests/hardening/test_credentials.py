@@ -78,7 +78,7 @@ def test_storage_url_with_a_secret_is_refused(capsys, argv, where):
 def test_ingest_destination_with_a_secret_is_refused(capsys, tmp_path):
     write_png(tmp_path / "src" / "a" / "x.png", np.zeros((64, 64), dtype=np.uint8))
     code, text = run_cli(capsys, "ingest", str(tmp_path / "src"), S3_URL, "--tile-size", "32", "--workers", "0")
-    assert_refused(code, text, "dest")  # named by its config key, as in every stage
+    assert_refused(code, text, "out")  # named by its config key, as in every stage
 
 
 def test_submit_never_sends_a_secret_to_the_dashboard(capsys, monkeypatch):

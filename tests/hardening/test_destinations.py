@@ -23,7 +23,7 @@ def images(tmp_path):
 
 
 def ingest(src, dest, **kwargs):
-    return ingest_folder(IngestConfig(**{"src": str(src), "dest": str(dest), "tile_size": 32, "workers": 0, **kwargs}))
+    return ingest_folder(IngestConfig(**{"src": str(src), "out": str(dest), "tile_size": 32, "workers": 0, **kwargs}))
 
 
 def cli_ingest(src, dest, capsys, *extra) -> tuple[int, str]:

@@ -27,7 +27,7 @@ def ingest(src, labels_text: str | None = None, **kwargs):
     if labels_text is not None:
         labels = src.parent / "labels.csv"
         labels.write_bytes(labels_text.encode() if isinstance(labels_text, str) else labels_text)
-    cfg = {"src": str(src), "dest": str(src.parent / "store"), "tile_size": 32, "workers": 0,
+    cfg = {"src": str(src), "out": str(src.parent / "store"), "tile_size": 32, "workers": 0,
            "labels": str(labels) if labels else None, **kwargs}
     return ingest_folder(IngestConfig(**cfg))
 
