@@ -74,5 +74,5 @@ def test_links_between_docs_pages_resolve():
 def test_architecture_page_names_every_stage_and_artifact():
     page = (ROOT / "docs" / "architecture.md").read_text()
     for word in ("ingest", "pretrain", "embed", "aggregate", "evaluate", "tile store", "checkpoint",
-                 "embeddings table", "spot table", "_SUCCESS", "sslray.json", "Being refactored"):
+                 "embeddings table", "spot table", "_SUCCESS", "sslray.json", "What the issue-12 refactor changed"):
         assert word in page, f"docs/architecture.md does not mention {word!r}"
