@@ -1,18 +1,24 @@
 """SSL methods, one module each, pure torch (no Ray).
 
-Importing this package registers every method; look them up with ``build_method``.
+Importing this package imports every module in it, and so registers every method
+(``@register_method``): a new method is its own module, with nothing to add here. Look them
+up with ``build_method``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from torch import nn
 
 from sslray.config import ConfigError, from_dict
-from sslray.methods import dino, ibot, mae, simclr, spot_dino, vicregl  # noqa: F401  (registers)
 from sslray.methods.base import Schedule, SSLMethod, StepOutput
 from sslray.methods.registry import METHODS, register_method
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Schedule", "SSLMethod", "StepOutput", "build_method", "method_config", "register_method"]
 
