@@ -37,8 +37,6 @@ NO_LOGIC = {
 # test module yet; the value says where they are tested today. This is debt: give each a tests/<pkg>/test_<module>.py and delete its line
 # (the last test below fails once a listed module has one, or no longer exists).
 PENDING = {
-    # Ray glue and training, being rewritten (items 2, 3, 5, 7): tested end to end
-    "sslray/train/worker.py": "tests/test_pipeline.py, tests/train/test_multinode.py",
 }
 
 
