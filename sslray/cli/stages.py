@@ -45,15 +45,18 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="embeddings table URL")
-    p.add_argument("--config", help="YAML config (see configs/evaluate/)")
+    p.add_argument("--protocol", default="linear_probe",
+                   help="evaluation protocol, registered under sslray/evaluate/ (default linear_probe)")
+    p.add_argument("--config", help="YAML config of the protocol (see configs/evaluate/)")
     add_overrides(p)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from sslray.evaluate.run import EvaluateConfig, run_evaluate
+    from sslray.evaluate.protocols import get_protocol
 
-    cfg = load_config(EvaluateConfig, args.config, [f"embeddings={args.embeddings}", *args.overrides])
-    print(json.dumps(run_evaluate(cfg), indent=2))
+    protocol = get_protocol(args.protocol)
+    cfg = load_config(protocol.Config, args.config, [f"embeddings={args.embeddings}", *args.overrides])
+    print(json.dumps(protocol.run(cfg), indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from sslray.artifacts.vector_table import VectorTable
 from sslray.evaluate.linear_probe import Split, fit_probe, probe_metrics
 from sslray.config import to_dict
 from sslray.evaluate.probe_inputs import check_classes, probe_splits, resolve_group_column
+from sslray.evaluate.protocols import register_protocol
 from sslray.stage import StageRun, input_name, tracked_run
 
 log = logging.getLogger(__name__)
@@ -144,3 +145,14 @@ def _track(run: StageRun, data: ProbeData, outer: Split, best_c: float, trials, 
 def _c_step(c: float) -> int:
     """MLflow steps are integers: index the grid by log10(C) shifted to be non-negative."""
     return int(round((np.log10(c) + 10) * 100))
+
+
+@register_protocol("linear_probe")
+class LinearProbe:
+    """The tile-level linear probe (``configs/evaluate/linear_probe.yaml``)."""
+
+    Config = EvaluateConfig
+
+    @staticmethod
+    def run(cfg: EvaluateConfig) -> dict[str, float]:
+        return run_evaluate(cfg)
