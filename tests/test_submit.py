@@ -72,10 +72,16 @@ def test_submitted_quickstart_runs_on_the_cluster_and_lands_in_the_mlflow_server
     assert summary["tracking_uri"] == mlflow_server.uri
     client = mlflow.MlflowClient(mlflow_server.uri)
     runs = client.search_runs([client.get_experiment_by_name("sslray").experiment_id])
-    pretrain = [r for r in runs if r.info.run_name == "quickstart-dino"]
-    assert len(pretrain) == 1 and pretrain[0].data.tags["sslray.store"].startswith(str(out))
-    assert pretrain[0].info.status == "FINISHED" and "loss" in pretrain[0].data.metrics
-    assert {"embed", "quickstart-probe-ssl", "quickstart-probe-random_init"} <= {r.info.run_name for r in runs}
+    by_name = {r.info.run_name: r for r in runs}
+    pretrain = by_name["pretrain quickstart-dino"]
+    assert pretrain.data.tags["sslray.store"].startswith(str(out))
+    assert pretrain.info.status == "FINISHED" and "loss" in pretrain.data.metrics
+    # the job is one pipeline run with a nested run per stage, all in the cluster's MLflow server
+    parent = by_name["quickstart dino"].info.run_id
+    stages = {"ingest data", "pretrain quickstart-dino", "embed ssl", "embed random_init", "evaluate ssl",
+              "evaluate random_init"}
+    assert stages <= set(by_name)
+    assert all(by_name[name].data.tags.get("mlflow.parentRunId") == parent for name in stages)
 
 
 @pytest.mark.ray
