@@ -174,11 +174,19 @@ def _check_parents(url: str, what: str) -> None:
         raise OutputError(f"{what} {url}: cannot be created because {parent} is a file, not a folder")
 
 
+def writing_kind(staging: str) -> str | None:
+    """The kind the writing marker in ``staging`` records; None when there is none or it is unreadable."""
+    try:
+        info = read_json(join(staging, WRITING_MARKER))
+    except (OSError, ValueError):
+        return None
+    return str(info["kind"]) if isinstance(info, dict) and info.get("kind") else None
+
+
 def _is_own_partial(url: str, kind: str) -> bool:
     """An unfinished output of this kind written in place (object storage) by an earlier run."""
-    marker = join(url, WRITING_MARKER)
-    if exists(marker):
-        return read_json(marker).get("kind") == kind
+    if exists(join(url, WRITING_MARKER)):
+        return writing_kind(url) == kind
     return kind == "tile_store" and exists(join(url, "_ingest", "plan.json"))  # ingests before the marker
 
 
@@ -252,10 +260,9 @@ def publish_output(staging: str, url: str, info: dict[str, Any]) -> None:
     Only an empty folder or a finished artifact of the same kind is replaced; otherwise the
     finished output stays in ``staging`` and the error says where.
     """
-    writing = join(staging, WRITING_MARKER)
-    kind = read_json(writing)["kind"] if exists(writing) else info.get("kind")
+    kind = writing_kind(staging) or info.get("kind")
     mark_complete(staging, {**info, "kind": kind} if kind else info)
-    remove(writing)
+    remove(join(staging, WRITING_MARKER))
     if staging == url:
         return
     final = local_path(url)

@@ -78,20 +78,11 @@ def unfinished_kind(url: str) -> str | None:
         if names is None:
             continue
         if storage.WRITING_MARKER in names:
-            return _writing_kind(storage.join(place, storage.WRITING_MARKER))
+            return storage.writing_kind(place)
         kind = _kind_by_files(place, names)
         if kind is not None:
             return kind
     return None
-
-
-def _writing_kind(marker: str) -> str | None:
-    """The kind a staging area's writing marker records (None if it is unreadable)."""
-    try:
-        info = storage.read_json(marker)
-    except (OSError, ValueError):
-        return None
-    return str(info["kind"]) if isinstance(info, dict) and info.get("kind") else None
 
 
 def _finished_by_files(url: str) -> str | None:
