@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from sslray.cli import info, ingest, quickstart, stages, submit
+from sslray.cli import features, info, ingest, quickstart, stages, submit
 from sslray.cli.epilogs import EPILOGS
 from sslray.cli.parsing import Parser
 from sslray.errors import user_message
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 stages.run_evaluate))
     stages.aggregate_parser(_add(sub, "aggregate", "second-level SSL: one embedding per spot from its tiles' "
                                                    "embeddings", stages.run_aggregate))
+    features.configure(_add(sub, "features", "import other tools' tile features as an embeddings table", features.run))
     quickstart.configure(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", quickstart.run))
     _add(sub, "methods", "list the registered SSL methods", info.run_methods)
     info.store_parser(_add(sub, "store", "inspect or verify a tile store", info.run_store))

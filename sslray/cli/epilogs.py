@@ -36,6 +36,15 @@ image_id (a warning says so).""",
   sslray aggregate --embeddings ./out/embeddings/ssl --out ./out/spots
   sslray aggregate --config configs/aggregate/spot_dino.yaml --embeddings s3://b/emb/tma --out s3://b/spots/tma \
       spot_column=spot_id steps=2000""",
+    "features": """examples:
+  sslray features import ./phikon_features ./out/embeddings/phikon      # <slide>/features.npy (HistoSSLscaling)
+  sslray features import ./clam/h5_files ./out/embeddings/uni --metadata slides.csv   # CLAM / TRIDENT *.h5
+  sslray features import ./feats.parquet s3://b/emb/feats --format table slide_id_column=case feature_prefix=f_
+  sslray evaluate --embeddings ./out/embeddings/phikon label_column=label group_column=patient_id
+
+The layout is detected from SRC (or --format histossl|h5|table). --metadata is a CSV keyed by
+slide_id whose other columns (patient_id, label, time, event...) are joined onto every tile.
+The embeddings keep the values the tool wrote: they are not L2-normalised.""",
     "quickstart": """examples:
   sslray quickstart                                  # synthetic cell images, ~6 min on 2 cores
   sslray quickstart --data ./crc_tiles               # class sub-folders of 224-px tiles
