@@ -49,6 +49,10 @@ class StageRun:
         if self.run_id:
             tracking.log_json(self.uri, self.run_id, data, artifact_file)
 
+    def log_files(self, local_dir: str, artifact_path: str | None = None) -> None:
+        if self.run_id:
+            tracking.log_files(self.uri, self.run_id, local_dir, artifact_path)
+
 
 @dataclass
 class Publication:

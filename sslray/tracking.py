@@ -205,6 +205,13 @@ def log_json(uri: str, run_id: str, data: Any, artifact_file: str) -> None:
     mlflow.MlflowClient(uri).log_text(run_id, json.dumps(redact(data), indent=2, sort_keys=True), artifact_file)
 
 
+def log_files(uri: str, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+    """Every file under ``local_dir`` (results, pictures) as artifacts of the run."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_artifacts(run_id, local_dir, artifact_path)
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     import mlflow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sslray"
 # The Ray Tune/MLflow glue of evaluation; every other evaluate module is a head (maths only).
-EVALUATION_GLUE = {"sslray.evaluate.run"}
+EVALUATION_GLUE = {"sslray.evaluate.run", "sslray.evaluate.mil", "sslray.evaluate.tune_grid"}
 
 
 def module_name(path: Path) -> str:

@@ -44,9 +44,12 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def evaluate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embeddings", required=True, help="embeddings table URL")
+    p.add_argument("--embeddings", required=True,
+                   help="embeddings table URL, or any parquet file/folder with an 'embedding' column")
     p.add_argument("--protocol", default="linear_probe",
-                   help="evaluation protocol, registered under sslray/evaluate/ (default linear_probe)")
+                   help="evaluation protocol, registered under sslray/evaluate/: linear (linear_probe, the "
+                        "default), knn, mil, survival")
+    p.add_argument("--bags", help="mil/survival: CSV bag_id,label[,patient_id] or bag_id,time,event[,patient_id]")
     p.add_argument("--config", help="YAML config of the protocol (see configs/evaluate/)")
     add_overrides(p)
 
@@ -55,7 +58,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from sslray.evaluate.protocols import get_protocol
 
     protocol = get_protocol(args.protocol)
-    cfg = load_config(protocol.Config, args.config, [f"embeddings={args.embeddings}", *args.overrides])
+    given = [f"embeddings={args.embeddings}", *([f"bags={args.bags}"] if args.bags else [])]
+    cfg = load_config(protocol.Config, args.config, [*given, *args.overrides])
     print(json.dumps(protocol.run(cfg), indent=2))
     return 0
 

@@ -21,6 +21,7 @@ from sslray.registry import Registry
 
 PROTOCOLS: Registry[type] = Registry("evaluation protocol")
 DEFAULT = "linear_probe"
+ALIASES = {"linear": "linear_probe"}  # the short names the CLI's help offers
 
 
 class EvaluationProtocol(Protocol):
@@ -50,6 +51,6 @@ def load_protocols() -> Registry[type]:
 
 def get_protocol(name: str) -> EvaluationProtocol:
     try:
-        return load_protocols().get(name)
+        return load_protocols().get(ALIASES.get(name, name))
     except KeyError as err:
         raise ConfigError(f"--protocol: {err.args[0]}") from None

@@ -8,7 +8,7 @@ import pytest
 
 from sslray.cli import build_parser, info, main
 
-SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "aggregate", "quickstart", "methods", "store"]
+SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "aggregate", "quickstart", "methods", "store", "features"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -53,9 +53,14 @@ def test_the_cli_loads_the_protocols_own_config_and_runs_it(scratch_protocol, ca
 
 
 def test_an_unknown_protocol_is_one_line_listing_the_registered_ones(capsys):
-    assert main(["evaluate", "--protocol", "mil", "--embeddings", "/t/emb"]) == 2
+    assert main(["evaluate", "--protocol", "milk", "--embeddings", "/t/emb"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "unknown evaluation protocol 'mil'" in err and "linear_probe" in err
+    assert len(err.splitlines()) == 1 and "unknown evaluation protocol 'milk'" in err and "linear_probe" in err
+    assert "mil" in err and "survival" in err
+
+
+def test_linear_is_the_short_name_of_the_linear_probe():
+    assert get_protocol("linear") is get_protocol("linear_probe")
 
 
 def test_a_taken_name_is_refused(scratch_protocol):

@@ -1,0 +1,60 @@
+"""Training a MIL head on bags: padding, per-epoch tile resampling, the losses, and one nested-CV
+grid point (inner curve -> epoch count -> refit -> test outputs)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sslray.evaluate.bag_table import BagSource, build_bags
+from sslray.evaluate.folds import nested_folds
+from sslray.evaluate.metrics import auc, class_probabilities
+from sslray.evaluate.mil_train import TrainSettings, pad_batch, predict, run_grid_point, score, train
+from tests.evaluate.bag_fixtures import tile_table
+
+
+@pytest.fixture(scope="module")
+def bags():
+    table, features = tile_table(n_bags=40, dim=8, seed=2)
+    return build_bags(table, features, BagSource("mem://t"))
+
+
+def test_a_batch_is_padded_with_a_mask_and_long_bags_are_cut_afresh_each_draw(bags):
+    x, mask = pad_batch(bags, np.array([0, 1]), 1000, np.random.default_rng(0))
+    assert x.shape[:2] == mask.shape and mask.sum(1).tolist() == bags.sizes[:2].tolist()
+    assert torch.all(x[~mask] == 0)
+    rng = np.random.default_rng(0)
+    first, m1 = pad_batch(bags, np.array([0]), 3, rng)
+    second, _ = pad_batch(bags, np.array([0]), 3, rng)
+    assert m1.sum() == 3 and not torch.equal(first, second)  # another 3 tiles next epoch
+
+
+def test_a_head_learns_bags_whose_label_hangs_on_two_tiles(bags):
+    settings = TrainSettings(head="abmil", lr=1e-3, epochs=30)
+    targets = bags.targets()
+    head, history = train(bags, targets, np.arange(30), settings, 30, watch=np.arange(30, 40))
+    assert len(history) == 30 and history[-1].shape == (10, 1)
+    assert auc(targets[30:], class_probabilities(history[-1])) >= 0.9
+
+
+def test_evaluation_is_deterministic(bags):
+    settings = TrainSettings(head="mean_pool", epochs=1, max_tiles=4)
+    head, _ = train(bags, bags.targets(), np.arange(20), settings, 1)
+    np.testing.assert_array_equal(predict(head, bags, np.arange(5), settings), predict(head, bags, np.arange(5),
+                                                                                        settings))
+
+
+def test_a_grid_point_picks_its_epoch_on_the_inner_curve_and_tests_once(bags):
+    folds = nested_folds(bags.labels, bags.patients, 3, 2, seed=0)
+    point = run_grid_point(bags, folds[0], TrainSettings(head="mean_pool", lr=1e-2, epochs=8))
+    assert len(point.val_curve) == 8 and 1 <= point.best_epoch <= 8
+    assert point.best_val == max(point.val_curve)
+    assert point.best_val == point.val_curve[point.best_epoch - 1]
+    assert np.asarray(point.test_outputs).shape == (len(folds[0].test), 1)
+
+
+def test_several_classes_use_one_logit_each_and_survival_scores_by_c_index(bags):
+    assert TrainSettings(head="abmil", n_classes=3).n_outputs == 3
+    assert TrainSettings(head="abmil", survival=True).n_outputs == 1
+    s = TrainSettings(head="abmil", survival=True)
+    targets = np.array([[1.0, 1], [2.0, 1], [3.0, 0], [4.0, 1]])
+    assert score(s, targets, np.array([[4.0], [3.0], [2.0], [1.0]])) == 1.0  # higher risk, shorter time
