@@ -129,6 +129,10 @@ def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
         assert set(summary[name]) == {"balanced_accuracy", "macro_auc"}
         assert 0 <= summary[name]["balanced_accuracy"] <= 1
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/qs/mlflow.db"
+    for name in ("ssl", "random_init"):  # slide-level MIL on the composed slides
+        assert set(summary["mil"][name]) == {"mean_pool/auc", "mean_pool/balanced_accuracy", "abmil/auc",
+                                             "abmil/balanced_accuracy"}
+        assert (tmp_path / "qs" / "results" / "mil" / f"{name}_slides" / "results.json").exists()
 
     client = mlflow.MlflowClient(summary["tracking_uri"])
     experiment = client.get_experiment_by_name("sslray")
@@ -138,6 +142,7 @@ def test_quickstart_writes_the_summary(ray_session, tmp_path, monkeypatch):
     children = sorted(r.info.run_name for r in runs if r is not parent)
     assert parent.info.run_name == "quickstart dino" and parent.info.status == "FINISHED"
     assert children == sorted(["ingest data", "pretrain quickstart-dino", "embed ssl", "embed random_init",
-                               "evaluate ssl", "evaluate random_init"])
+                               "evaluate ssl", "evaluate random_init", "evaluate ssl_slides",
+                               "evaluate random_init_slides"])
     assert {r.data.tags["mlflow.parentRunId"] for r in runs if r is not parent} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -42,6 +42,7 @@ USER_TILE = 224
 class QuickstartConfig:
     data: str | None = None
     labels: str | None = None
+    bags: str | None = None  # with --data: a bags CSV (bag_id,label[,patient_id]) for slide-level MIL
     method: str = "dino"
     run_dir: str = "sslray-quickstart"  # everything: store, checkpoints, tables, MLflow store, summary.json
     tile_size: int | None = None  # default: 64 for the synthetic set, 224 for user data
@@ -49,6 +50,10 @@ class QuickstartConfig:
     overrides: list[str] = field(default_factory=list)  # extra pretrain overrides, key=value
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "run_dir"}
+
+    def __post_init__(self) -> None:
+        if self.bags is not None and self.data is None:
+            raise ValueError("--bags names the slides of your --data; the synthetic set composes its own slides")
 
 
 def default_tile_size(data: str) -> int:
@@ -93,9 +98,30 @@ def _stages(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> Quick
                   for name, checkpoint in (("ssl", result.checkpoint), ("random_init", random_ckpt))}
     (model, ours), (baseline, base) = [(name, _probe(table, name, out, pretrain, result.run_id))
                                        for name, table in tables.items()]
+    mil = _slide_level(cfg, recipe, tables, out, pretrain)
     return QuickstartSummary(model=model, scores=ours, baseline=baseline, baseline_scores=base,
                              tracking_uri=result.tracking_uri, n_tiles=len(store), method=cfg.method,
-                             checkpoint=result.checkpoint, steps=result.steps, seconds=0.0)
+                             checkpoint=result.checkpoint, steps=result.steps, seconds=0.0, mil=mil)
+
+
+def _slide_level(cfg: QuickstartConfig, recipe: QuickstartRecipe, tables: dict[str, str], out: Path,
+                 pretrain: PretrainConfig) -> dict[str, dict[str, float]] | None:
+    """MIL on slides: the synthetic slides with a focus (default data), or the user's with ``--bags``."""
+    if recipe.aggregate is not None or (cfg.data is not None and cfg.bags is None):
+        return None
+    from sslray.evaluate.mil import MILConfig, run_bag_protocol
+    from sslray.quickstart.slides import MIL_SETTINGS, compose_slides
+
+    scores = {}
+    for name, table in tables.items():
+        if cfg.data is None:
+            table = compose_slides(table, str(out / "slides" / name))
+        print(f"[sslray] slide-level MIL on the {name} embeddings", flush=True)
+        mil = MILConfig(embeddings=table, bags=cfg.bags, run_dir=str(out), name=f"{name}_slides", tracking=pretrain.tracking,
+                        **MIL_SETTINGS)
+        scores[name] = {k: round(v, 4) for k, v in run_bag_protocol(mil, "mil").items()
+                        if k.endswith(("/auc", "/balanced_accuracy"))}
+    return scores
 
 
 def _probe(table: str, name: str, out: Path, pretrain: PretrainConfig, pretrain_run: str) -> ProbeScores:

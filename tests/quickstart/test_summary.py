@@ -33,3 +33,13 @@ def test_tracking_uri_is_redacted():
 def test_headline_compares_the_model_with_its_baseline():
     assert _summary().headline() == ("linear probe balanced accuracy: ssl 0.547 vs random_init 0.234 "
                                      "(macro AUC 0.773 vs 0.515)")
+
+
+def test_the_mil_scores_round_trip_and_join_the_headline(tmp_path):
+    mil = {"ssl": {"abmil/auc": 0.9, "mean_pool/auc": 0.8}, "random_init": {"abmil/auc": 0.6, "mean_pool/auc": 0.55}}
+    summary = _summary(mil=mil)
+    summary.write(tmp_path / "summary.json")
+    assert QuickstartSummary.read(tmp_path / "summary.json") == summary
+    assert json.loads((tmp_path / "summary.json").read_text())["mil"] == mil
+    assert summary.headline().endswith("slide-level MIL AUC: abmil 0.900 vs 0.600, mean_pool 0.800 vs 0.550")
+    assert "mil" not in _summary().to_json()
