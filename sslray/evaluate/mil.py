@@ -16,12 +16,14 @@ import numpy as np
 
 from sslray import storage, tracking
 from sslray.config import to_dict
+from sslray.evaluate.attention_maps import ATTENTION_HEADS, attention_examples
 from sslray.evaluate.bag_table import BagSource, load_bags
 from sslray.evaluate.bags import Bags
 from sslray.evaluate.folds import Fold, bag_folds
 from sslray.evaluate.metrics import summarise
 from sslray.evaluate.mil_results import HeadResult, choose, head_metrics
 from sslray.evaluate.mil_train import TrainSettings, run_grid_point
+from sslray.evaluate.pictures import draw_bag_pictures
 from sslray.evaluate.protocols import register_protocol
 from sslray.evaluate.results import lineage_tags, publish_results, results_document
 from sslray.evaluate.tune_grid import TrialResources, run_points
@@ -132,7 +134,8 @@ def run_bag_protocol(cfg: MILConfig, protocol: str) -> dict[str, float]:
                                classes=bags.classes or None, bag_column=bags.bag_column)
         _track(run, points, results, models)
         url = storage.join(cfg.run_dir, "results", protocol, cfg.input_name)
-        publish_results(doc, url, run, pictures=_pictures(bags, heads))
+        publish_results(doc, url, run, pictures=_pictures(bags, heads, folds, replace(
+            base_settings(cfg, bags), head_options=cfg.head_options)))
     log.info("%s results: %s", protocol, url)
     return {f"{name}/{metric}": value["mean"] for name, model in models.items()
             for metric, value in model.items() if metric != "best_params"}
@@ -180,13 +183,15 @@ def _track(run: StageRun, points: list[dict], results: list[dict], models: dict[
     run.log_json(points, "grid_points.json")
 
 
-def _pictures(bags: Bags, heads: dict[str, HeadResult]):
+def _pictures(bags: Bags, heads: dict[str, HeadResult], folds: list[Fold], base: TrainSettings):
+    """The pictures beside results.json: ROC/confusion or Kaplan-Meier, the bags' map and the attention
+    of the attention heads refit as for outer fold 0. ``base.head_options`` holds the config's options
+    per head (``MILConfig.head_options``); heads without MIL settings (linear_cox) get no attention."""
     def draw(folder: str) -> None:
-        try:
-            from sslray.evaluate.pictures import draw_bag_pictures
-        except ImportError:  # pictures are an extra; the scores stand without them
-            return
-        draw_bag_pictures(bags, heads, folder)
+        attention = {name: attention_examples(bags, folds, result, name,
+                                              replace(base, head_options=dict(base.head_options.get(name, {}))))
+                     for name, result in heads.items() if name in ATTENTION_HEADS}
+        draw_bag_pictures(bags, heads, folder, attention=attention)
 
     return draw
 
