@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ATTENTION_HEADS = ("abmil", "dsmil", "transmil", "chowder")  # heads whose tile weights mean something
-MAX_ATTENTION_TILES = 10_000  # a larger bag shows a seeded subsample; exact TransMIL needs ~7 GB at this size
+MAX_ATTENTION_TILES = 10_000  # a larger bag shows a seeded subsample
+# Full attention is quadratic in the tiles: exact TransMIL over 10,000 tiles took ~7 GB and 30 s
+# per bag on one CPU thread, so its picture shows at most this many tiles.
+MAX_QUADRATIC_TILES = 2_000
 MAX_GRID_SIDE = 1000  # heat map cells per side at most; finer coordinates are binned
 
 
@@ -86,8 +89,9 @@ def bag_attention(model: torch.nn.Module, bags: Bags, i: int, seed: int, head: s
     """Bag ``i``'s weights over all its tiles (a seeded subsample past ``MAX_ATTENTION_TILES``)."""
     tiles = bags.tiles(i)
     rows = np.arange(len(tiles))
-    if len(rows) > MAX_ATTENTION_TILES:
-        rows = np.sort(np.random.default_rng(seed).choice(len(rows), MAX_ATTENTION_TILES, replace=False))
+    cap = MAX_QUADRATIC_TILES if head == "transmil" else MAX_ATTENTION_TILES
+    if len(rows) > cap:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), cap, replace=False))
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(tiles[rows], dtype=np.float32))[None]
     weights = model.attention(x, torch.ones(x.shape[:2], dtype=torch.bool))[0].double().numpy()

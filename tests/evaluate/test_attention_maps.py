@@ -93,6 +93,15 @@ def test_a_bag_past_the_tile_cap_shows_a_seeded_subsample_with_its_coordinates(b
         assert {tuple(c) for c in a.coords} <= bag_coords
 
 
+def test_quadratic_attention_shows_fewer_tiles(bags, folds, monkeypatch):
+    monkeypatch.setattr(attention_maps, "MAX_QUADRATIC_TILES", 4)
+    settings = TrainSettings(head="transmil", head_options={"dim": 16, "heads": 2})
+    (example,) = attention_examples(bags, folds, _result(folds), "transmil", settings, n_bags=1)
+    assert example.weights.shape == (4,)
+    (other,) = attention_examples(bags, folds, _result(folds), "abmil", TrainSettings(head="abmil"), n_bags=1)
+    assert other.weights.shape[0] > 4
+
+
 def test_the_heat_map_puts_each_weight_at_its_tile_with_y_downward():
     coords = np.array([[0, 0], [224, 0], [448, 0], [0, 224], [448, 448]], dtype=float)  # pixel coordinates
     weights = np.array([0.1, 0.2, 0.3, 0.4, 0.0])
