@@ -134,8 +134,8 @@ def run_bag_protocol(cfg: MILConfig, protocol: str) -> dict[str, float]:
                                classes=bags.classes or None, bag_column=bags.bag_column)
         _track(run, points, results, models)
         url = storage.join(cfg.run_dir, "results", protocol, cfg.input_name)
-        publish_results(doc, url, run, pictures=_pictures(bags, heads, folds, replace(
-            base_settings(cfg, bags), head_options=cfg.head_options)))
+        publish_results(doc, url, run, pictures=_pictures(bags, heads, folds, base_settings(cfg, bags),
+                                                          cfg.head_options))
     log.info("%s results: %s", protocol, url)
     return {f"{name}/{metric}": value["mean"] for name, model in models.items()
             for metric, value in model.items() if metric != "best_params"}
@@ -183,13 +183,12 @@ def _track(run: StageRun, points: list[dict], results: list[dict], models: dict[
     run.log_json(points, "grid_points.json")
 
 
-def _pictures(bags: Bags, heads: dict[str, HeadResult], folds: list[Fold], base: TrainSettings):
+def _pictures(bags: Bags, heads: dict[str, HeadResult], folds: list[Fold], base: TrainSettings, options: dict):
     """The pictures beside results.json: ROC/confusion or Kaplan-Meier, the bags' map and the attention
-    of the attention heads refit as for outer fold 0. ``base.head_options`` holds the config's options
-    per head (``MILConfig.head_options``); heads without MIL settings (linear_cox) get no attention."""
+    of the attention heads refit as for outer fold 0 with their own ``options`` (linear_cox has none)."""
     def draw(folder: str) -> None:
         attention = {name: attention_examples(bags, folds, result, name,
-                                              replace(base, head_options=dict(base.head_options.get(name, {}))))
+                                              replace(base, head_options=dict(options.get(name, {}))))
                      for name, result in heads.items() if name in ATTENTION_HEADS}
         draw_bag_pictures(bags, heads, folder, attention=attention)
 
