@@ -70,3 +70,11 @@ def probe_metrics(model: Pipeline, features: np.ndarray, labels: np.ndarray) -> 
                           multi_class="ovr", average="macro", labels=classes[present])
         )
     return metrics
+
+
+def class_proba(model: Pipeline, classes: list[str], features: np.ndarray) -> np.ndarray:
+    """``model``'s probabilities with one column per entry of ``classes`` (a class the fit never saw
+    scores 0), so fits on label fractions and on all labels share one column order."""
+    out = np.zeros((len(features), len(classes)), dtype=np.float64)
+    out[:, np.searchsorted(np.asarray(classes), model.classes_)] = model.predict_proba(features)
+    return out

@@ -1,8 +1,9 @@
-"""Checks on an embeddings table before a probe starts: which column groups the splits, and
-whether the labels can be split at all.
+"""An embeddings table read for a tile-level probe (linear, kNN), checked before the probe starts:
+which column groups the splits, whether the labels can be split at all, and the image and patient
+ids the image- and patient-level accuracies need.
 
-Both run before Ray Tune starts, so a table that cannot be probed fails in one line naming the
-table, the column and the class counts, instead of a grid of failed trials ending in a raw
+The checks run before Ray Tune starts, so a table that cannot be probed fails in one line naming
+the table, the column and the class counts, instead of a grid of failed trials ending in a raw
 scikit-learn error. No Ray import.
 """
 
@@ -10,10 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from sslray.artifacts import PROBE_TABLES
+from sslray.artifacts.vector_table import VectorTable
 from sslray.evaluate.linear_probe import Split, grouped_split
+from sslray.evaluate.tile_scores import TilePredictions
+from sslray.stage import input_name
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,112 @@ labelled tile has one, else ``image_id`` (tiles of one image never straddle a sp
 
 MIN_UNITS_PER_CLASS = 3
 """A class needs one group (or tile) in each of test, validation and training."""
+
+IMAGE_COLUMN, PATIENT_COLUMN = "image_id", "patient_id"
+
+
+@dataclass
+class ProbeSettings:
+    """The config keys every tile-level probe (linear, kNN) shares: the table, where results go and
+    how it is split; each protocol's config adds its own keys after these."""
+
+    embeddings: str = ""
+    run_dir: str = "sslray-runs"  # Tune's trials, the results and the default MLflow store
+    name: str = ""  # what the run calls the input (``evaluate NAME``); default: the table's folder name
+    label_column: str = "label"
+    group_column: str | None = None  # None: "group" if filled, else image_id (printed); a named one must exist
+    test_fraction: float = 0.25
+    val_fraction: float = 0.2
+    seed: int = 0  # the splits', the subsamples' and the bootstrap's
+
+    def __post_init__(self) -> None:
+        if not self.embeddings:
+            raise ValueError("embeddings: the embeddings table URL is required")
+        for key in ("test_fraction", "val_fraction"):
+            if not 0 < getattr(self, key) < 1:
+                raise ValueError(f"{key} must be in (0, 1), got {getattr(self, key)}")
+
+    @property
+    def input_name(self) -> str:
+        return self.name or input_name(self.embeddings)
+
+
+@dataclass
+class ProbeData:
+    """The labelled tiles of a table: features, string labels, the split's groups, image and patient ids."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None
+    group_column: str | None
+    images: np.ndarray | None = None  # image_id, when every labelled tile has one
+    patients: np.ndarray | None = None  # patient_id, likewise; None: no image/patient-level accuracy
+
+    @property
+    def classes(self) -> list[str]:
+        return np.unique(self.labels).tolist()
+
+    def targets(self) -> np.ndarray:
+        """The labels as indices into ``classes``."""
+        return np.unique(self.labels, return_inverse=True)[1]
+
+    def predictions(self, rows: np.ndarray, proba: np.ndarray) -> TilePredictions:
+        """``proba`` (one row per tile of ``rows``, one column per class) with those tiles' targets and ids."""
+        return TilePredictions(self.targets()[rows], proba, _take(self.images, rows), _take(self.patients, rows))
+
+    def bootstrap_units(self, rows: np.ndarray) -> np.ndarray | None:
+        """What a bootstrap resamples among ``rows``: patients, else the split's groups, else tiles."""
+        return _take(self.patients if self.patients is not None else self.groups, rows)
+
+    def pictures(self, pred: TilePredictions, prefix: str) -> Callable[[str], None]:
+        """``publish_results``' pictures: ROC and confusion matrix of the test predictions ``pred``, and
+        the map of every probed tile's embedding by label and group (``pictures.draw_tile_pictures``)."""
+
+        def draw(folder: str) -> None:
+            from sslray.evaluate.pictures import draw_tile_pictures  # matplotlib and torch: only when drawing
+
+            draw_tile_pictures(self.features, self.labels, self.groups, pred.targets, pred.proba, self.classes,
+                               folder, prefix=prefix)
+
+        return draw
+
+
+def split_facts(data: ProbeData, outer: Split, cfg: ProbeSettings) -> dict:
+    """How the test scores were made, for results.json: split sizes, grouping and the bootstrap unit."""
+    unit = PATIENT_COLUMN if data.patients is not None else data.group_column or "tile"
+    return {"n_train": int(len(outer.train)), "n_test": int(len(outer.test)), "grouped_by": data.group_column,
+            "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction, "seed": cfg.seed,
+            "bootstrap_unit": unit}
+
+
+def _take(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[rows]
+
+
+def load_probe_data(cfg: ProbeSettings) -> ProbeData:
+    """The labelled tiles of ``cfg.embeddings``; unlabelled tiles are dropped, bad labels refused."""
+    vectors = VectorTable.read(cfg.embeddings, PROBE_TABLES)  # names a tile store, image folder or typo as such
+    table = vectors.table
+    if cfg.label_column not in table.column_names:
+        raise KeyError(f"{cfg.embeddings}: no label column {cfg.label_column!r} (columns: {table.column_names})")
+    labels = np.asarray(table.column(cfg.label_column).to_pylist(), dtype=object)
+    keep = np.array([v is not None and v == v for v in labels])  # unlabelled tiles are not probed
+    if keep.sum() == 0:
+        raise ValueError(f"{cfg.embeddings}: column {cfg.label_column!r} holds no labels")
+    where = f"embeddings table {cfg.embeddings}"
+    group_col = resolve_group_column(table, cfg.group_column, keep, where)
+    groups = _column(table, group_col, keep) if group_col else None
+    check_classes(labels[keep].astype(str), groups, where, cfg.label_column, group_col)
+    patients = _column(table, PATIENT_COLUMN, keep) if _filled(table, PATIENT_COLUMN, keep) else None
+    if patients is None and PATIENT_COLUMN in table.column_names:
+        log.info("%s: %r is empty for some labelled tiles; no image- or patient-level accuracy", where, PATIENT_COLUMN)
+    images = _column(table, IMAGE_COLUMN, keep) if _filled(table, IMAGE_COLUMN, keep) else None
+    return ProbeData(vectors.matrix()[keep].astype(np.float32), labels[keep].astype(str), groups, group_col,
+                     images, patients)
+
+
+def _column(table, name: str, keep: np.ndarray) -> np.ndarray:
+    return np.asarray(table.column(name).to_pylist(), dtype=object)[keep]
 
 
 def resolve_group_column(table, requested: str | None, keep: np.ndarray, where: str) -> str | None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sslray.evaluate.linear_probe import fit_probe, grouped_split, probe_metrics
+from sslray.evaluate.linear_probe import class_proba, fit_probe, grouped_split, probe_metrics
 
 
 def test_grouped_split_never_shares_a_group_and_keeps_every_class():
@@ -41,3 +41,11 @@ def test_binary_auc():
     x = np.r_[np.zeros(20), np.ones(20)][:, None] + np.random.default_rng(1).normal(0, 0.1, (40, 1))
     y = np.array(["neg"] * 20 + ["pos"] * 20)
     assert probe_metrics(fit_probe(x, y, 1.0), x, y)["macro_auc"] == pytest.approx(1.0)
+
+
+def test_class_proba_puts_a_fit_on_fewer_classes_in_the_full_class_order():
+    x = np.array([[0.0], [0.1], [5.0], [5.1]])
+    model = fit_probe(x, np.array(["a", "a", "c", "c"]), 1.0)
+    proba = class_proba(model, ["a", "b", "c"], x)
+    assert proba.shape == (4, 3) and np.all(proba[:, 1] == 0) and np.allclose(proba.sum(1), 1)
+    assert list(proba.argmax(1)) == [0, 0, 2, 2]
