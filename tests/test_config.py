@@ -66,14 +66,17 @@ def test_flatten_for_mlflow_params():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    from sslray.evaluate.run import EvaluateConfig
+    from sslray.evaluate.protocols import get_protocol
     from sslray.train.config import PretrainConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(root.glob("methods/*.yaml")) + [root / "quickstart.yaml"]:
         load_config(PretrainConfig, path, ["store=somewhere"])
-    for path in sorted(root.glob("evaluate/*.yaml")):
-        load_config(EvaluateConfig, path, ["embeddings=somewhere"])
+    for path in sorted(root.glob("evaluate/*.yaml")):  # each protocol's file is named after it
+        load_config(get_protocol(path.stem).Config, path, ["embeddings=somewhere"])
+    from sslray.features.run import ImportConfig
+
+    load_config(ImportConfig, root / "features" / "import.yaml", ["src=somewhere", "out=elsewhere"])
 
 
 
