@@ -58,3 +58,26 @@ def test_several_classes_use_one_logit_each_and_survival_scores_by_c_index(bags)
     s = TrainSettings(head="abmil", survival=True)
     targets = np.array([[1.0, 1], [2.0, 1], [3.0, 0], [4.0, 1]])
     assert score(s, targets, np.array([[4.0], [3.0], [2.0], [1.0]])) == 1.0  # higher risk, shorter time
+
+
+def test_three_classes_train_with_one_logit_each_and_score_macro_auc():
+    from sslray.evaluate.bags import Bags
+    from sslray.evaluate.mil_results import choose, head_metrics
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 10, 45)
+    classes = np.arange(45) % 3
+    tiles = []
+    for size, c in zip(sizes, classes):
+        bag = rng.normal(size=(size, 6))
+        bag[:2, c] += 5.0  # the class is the axis its two marked tiles are shifted along
+        tiles.append(bag)
+    bags = Bags(np.array([f"s{i:02d}" for i in range(45)]), np.concatenate(tiles).astype(np.float32),
+                np.append(0, np.cumsum(sizes)), "slide_id", labels=np.array(["a", "b", "c"])[classes])
+    folds = nested_folds(bags.labels, bags.ids, 3, 2, seed=0)
+    settings = TrainSettings(head="abmil", lr=1e-2, epochs=15, n_classes=3)
+    points = [{"head": "abmil", "lr": 1e-2, "weight_decay": 0.0, "fold": k} for k in range(3)]
+    results = [run_grid_point(bags, folds[k], settings).to_dict() for k in range(3)]
+    assert np.asarray(results[0]["test_outputs"]).shape == (15, 3)
+    metrics = head_metrics(bags, choose(points, results, folds)["abmil"])
+    assert np.mean(metrics["auc"]) > 0.85 and np.mean(metrics["balanced_accuracy"]) > 0.6
