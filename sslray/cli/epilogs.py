@@ -27,11 +27,19 @@ Re-running with the same name and run_dir resumes from the latest checkpoint."""
     "evaluate": """examples:
   sslray evaluate --embeddings ./out/embeddings/ssl
   sslray evaluate --embeddings ./out/embeddings/ssl label_column=label group_column=patient \\
-      'c_grid=[0.01,0.1,1]'
+      'c_grid=[0.01,0.1,1]' 'label_fractions=[0.01,0.1,1.0]'
+  sslray evaluate --protocol knn --embeddings ./out/embeddings/ssl 'k_grid=[10,20]'
+  sslray evaluate --protocol mil --embeddings ./out/embeddings/phikon --bags slides.csv
+  sslray evaluate --protocol mil --config configs/evaluate/mil.yaml --embeddings s3://b/emb/tcga \\
+      --bags msi.csv 'heads=[abmil,transmil]' gpus_per_trial=0.25
+  sslray evaluate --protocol survival --embeddings ./out/embeddings/phikon --bags survival.csv
 
 group_column keeps a patient's (slide's) tiles on one side of every split; a named column must
 exist. Unset, the splits group by the ingest's group column if every tile has one, else by
-image_id (a warning says so).""",
+image_id (a warning says so). mil/survival group the tiles into bags by slide_id (else
+patient_id, else image_id; bag_column=...), take labels from --bags (bag_id,label[,patient_id]
+or bag_id,time,event[,patient_id]) or constant table columns, and keep each patient in one fold.
+Results: RUN_DIR/results/PROTOCOL/NAME/results.json, results.md and pictures, and MLflow.""",
     "aggregate": """examples:
   sslray aggregate --embeddings ./out/embeddings/ssl --out ./out/spots
   sslray aggregate --config configs/aggregate/spot_dino.yaml --embeddings s3://b/emb/tma --out s3://b/spots/tma \

@@ -93,8 +93,9 @@ def bag_attention(model: torch.nn.Module, bags: Bags, i: int, seed: int, head: s
     if len(rows) > cap:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), cap, replace=False))
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(tiles[rows], dtype=np.float32))[None]
-    weights = model.attention(x, torch.ones(x.shape[:2], dtype=torch.bool))[0].double().numpy()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(tiles[rows], dtype=np.float32))[None].to(device)
+    weights = model.attention(x, torch.ones(x.shape[:2], dtype=torch.bool, device=device))[0].double().cpu().numpy()
     coords = bags.coords[bags.offsets[i] + rows] if bags.coords is not None else None
     label = str(bags.labels[i]) if bags.labels is not None else None
     return AttentionExample(str(bags.ids[i]), label, coords, weights, head)

@@ -37,6 +37,7 @@ class TrainSettings:
     n_classes: int = 2
     ties: str = "efron"
     head_options: dict = field(default_factory=dict)
+    device: str = "auto"  # auto: the GPU a trial was given (gpus_per_trial), else the CPU
 
     @property
     def n_outputs(self) -> int:
@@ -74,6 +75,12 @@ def pad_batch(bags: Bags, indices: np.ndarray, max_tiles: int, rng: np.random.Ge
     return torch.from_numpy(x), torch.from_numpy(mask)
 
 
+def resolve_device(settings: TrainSettings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.device)
+
+
 def loss_fn(settings: TrainSettings):
     """The training loss of a head's outputs against targets (class indices or (time, event) rows)."""
     if settings.survival:
@@ -105,10 +112,11 @@ def train(bags: Bags, targets: np.ndarray, train_idx: np.ndarray, settings: Trai
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    head = build_head(settings.head, bags.dim, settings.n_outputs, **settings.head_options)
+    device = resolve_device(settings)
+    head = build_head(settings.head, bags.dim, settings.n_outputs, **settings.head_options).to(device)
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = loss_fn(settings)
-    y_all = torch.as_tensor(targets)
+    y_all = torch.as_tensor(targets).to(device)
     history = []
     for _ in range(epochs):
         head.train()
@@ -116,7 +124,7 @@ def train(bags: Bags, targets: np.ndarray, train_idx: np.ndarray, settings: Trai
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             x, mask = pad_batch(bags, batch, settings.max_tiles, rng)
-            loss = criterion(head(x, mask), y_all[torch.as_tensor(batch)])
+            loss = criterion(head(x.to(device), mask.to(device)), y_all[torch.as_tensor(batch, device=device)])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -129,11 +137,12 @@ def train(bags: Bags, targets: np.ndarray, train_idx: np.ndarray, settings: Trai
 def predict(head: nn.Module, bags: Bags, indices: np.ndarray, settings: TrainSettings) -> np.ndarray:
     """(len(indices), n_outputs) outputs; a bag longer than ``max_tiles`` shows the same tiles each call."""
     head.eval()
+    device = next(head.parameters()).device
     rng = np.random.default_rng(EVAL_SEED)
     outputs = []
     for start in range(0, len(indices), settings.batch_size):
         x, mask = pad_batch(bags, indices[start:start + settings.batch_size], settings.max_tiles, rng)
-        outputs.append(head(x, mask).double().numpy())
+        outputs.append(head(x.to(device), mask.to(device)).double().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, settings.n_outputs))
 
 

@@ -81,3 +81,13 @@ def test_three_classes_train_with_one_logit_each_and_score_macro_auc():
     assert np.asarray(results[0]["test_outputs"]).shape == (15, 3)
     metrics = head_metrics(bags, choose(points, results, folds)["abmil"])
     assert np.mean(metrics["auc"]) > 0.85 and np.mean(metrics["balanced_accuracy"]) > 0.6
+
+
+def test_a_trial_trains_on_the_gpu_it_was_given(monkeypatch):
+    from sslray.evaluate.mil_train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(TrainSettings(head="abmil")).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # Ray sets CUDA_VISIBLE_DEVICES for the trial
+    assert resolve_device(TrainSettings(head="abmil")).type == "cuda"
+    assert resolve_device(TrainSettings(head="abmil", device="cpu")).type == "cpu"
