@@ -43,11 +43,12 @@ def main() -> None:
     parser.add_argument("--out", default="mil-reference")
     parser.add_argument("--data", default=os.environ.get("SSLRAY_TEST_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--heads", nargs="*", default=None, help="default: every head of configs/evaluate/mil.yaml")
+    parser.add_argument("--datasets", nargs="*", default=["Musk1", "Elephant"])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the protocol config")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     rows = []
-    for name in ("Musk1", "Elephant"):
+    for name in args.datasets:
         table = benchmark_table(Path(args.data) / "mil" / f"{name}.npz", out / "tables" / name)
         extra = [f"heads=[{','.join(args.heads)}]"] if args.heads else []
         command = [sys.executable, "-m", "sslray.cli", "evaluate", "--protocol", "mil", "--embeddings", table,

@@ -38,6 +38,7 @@ class TrainSettings:
     ties: str = "efron"
     head_options: dict = field(default_factory=dict)
     device: str = "auto"  # auto: the GPU a trial was given (gpus_per_trial), else the CPU
+    standardize: bool = True  # z-score features with the training tiles' mean and sd
 
     @property
     def n_outputs(self) -> int:
@@ -55,6 +56,37 @@ class GridPoint:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Standardised(nn.Module):
+    """A head that sees features z-scored with statistics of its training tiles only.
+
+    Embeddings are often L2-normalised (sslray embed's default): every coordinate is then about
+    1/sqrt(dim), and a few hundred Adam steps on a small cohort barely move a head's first layer.
+    """
+
+    def __init__(self, head: nn.Module, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def _z(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.scale) * mask.unsqueeze(-1)  # padding stays zero
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self._z(x, mask), mask)
+
+    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head.attention(self._z(x, mask), mask)
+
+
+def tile_statistics(bags: Bags, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sd) per feature over every tile of the bags at ``indices``; a constant feature gets sd 1."""
+    rows = np.concatenate([np.arange(bags.offsets[i], bags.offsets[i + 1]) for i in indices])
+    tiles = bags.features[rows].astype(np.float64)
+    sd = tiles.std(axis=0)
+    return tiles.mean(axis=0), np.where(sd > 1e-8, sd, 1.0)
 
 
 def pad_batch(bags: Bags, indices: np.ndarray, max_tiles: int, rng: np.random.Generator) -> tuple[torch.Tensor,
@@ -113,7 +145,10 @@ def train(bags: Bags, targets: np.ndarray, train_idx: np.ndarray, settings: Trai
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     device = resolve_device(settings)
-    head = build_head(settings.head, bags.dim, settings.n_outputs, **settings.head_options).to(device)
+    head = build_head(settings.head, bags.dim, settings.n_outputs, **settings.head_options)
+    if settings.standardize:
+        head = Standardised(head, *tile_statistics(bags, train_idx))
+    head = head.to(device)
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     criterion = loss_fn(settings)
     y_all = torch.as_tensor(targets).to(device)

@@ -1,8 +1,9 @@
 """The quickstart's slide-level question: synthetic "slides" whose label hangs on a small focus.
 
-A slide is ``FIELDS_PER_SLIDE`` fields of view of the synthetic cell set. A negative slide holds
-background fields only; a positive one swaps one of them for a field of the ``FOCUS`` class,
-as a tumour focus covers a minority of a slide. The slides are composed from an embeddings table
+A slide is ``FIELDS_PER_SLIDE`` (4) fields of view of the synthetic cell set. A negative slide
+holds background fields only; a positive one swaps one of them for a field of the ``FOCUS``
+class, as a tumour focus covers a minority of a slide (a quarter of its tiles here; the default
+set makes 40 slides). The slides are composed from an embeddings table
 (each field's tiles keep their own embedding), so the SSL and the random-init encoders answer
 the same question, and ``sslray evaluate --protocol mil`` scores them (docs/protocols.md,
 "MIL over bags of tiles"). No Ray import.
@@ -18,8 +19,8 @@ from sslray import storage
 from sslray.artifacts.vector_table import EMBEDDING, VectorTable
 from sslray.stage import publishing
 
-FOCUS = "fragmented"  # the class that makes a slide positive
-FIELDS_PER_SLIDE = 6
+FOCUS = "punctate"  # the class that makes a slide positive
+FIELDS_PER_SLIDE = 4
 POSITIVE, NEGATIVE = "focus", "no_focus"
 # The CPU-sized grid the quickstart runs (the full protocol is configs/evaluate/mil.yaml).
 MIL_SETTINGS = {"heads": ["mean_pool", "abmil"], "lrs": [1e-3], "weight_decays": [1e-4], "epochs": 30,

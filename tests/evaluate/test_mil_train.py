@@ -91,3 +91,26 @@ def test_a_trial_trains_on_the_gpu_it_was_given(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # Ray sets CUDA_VISIBLE_DEVICES for the trial
     assert resolve_device(TrainSettings(head="abmil")).type == "cuda"
     assert resolve_device(TrainSettings(head="abmil", device="cpu")).type == "cpu"
+
+
+def test_features_are_standardised_with_the_training_tiles_only_and_padding_stays_zero(bags):
+    from sslray.evaluate.mil_train import Standardised, tile_statistics
+
+    mean, sd = tile_statistics(bags, np.array([0, 1]))
+    both = np.concatenate([bags.tiles(0), bags.tiles(1)])
+    np.testing.assert_allclose(mean, both.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(sd, both.std(0), rtol=1e-5)
+
+    class Echo(torch.nn.Module):
+        def forward(self, x, mask):
+            return x
+
+    model = Standardised(Echo(), mean, sd)
+    x, mask = pad_batch(bags, np.array([0, 5]), 1000, np.random.default_rng(0))
+    z = model(x, mask)
+    assert torch.all(z[~mask] == 0)
+    np.testing.assert_allclose(z[0, :bags.sizes[0]].numpy(), (bags.tiles(0) - mean) / sd, rtol=1e-4, atol=1e-5)
+    head, _ = train(bags, bags.targets(), np.arange(10), TrainSettings(head="abmil", epochs=1), 1)
+    assert isinstance(head, Standardised) and head.attention(x, mask).shape == mask.shape
+    raw, _ = train(bags, bags.targets(), np.arange(10), TrainSettings(head="abmil", epochs=1, standardize=False), 1)
+    assert not isinstance(raw, Standardised)

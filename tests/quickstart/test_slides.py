@@ -14,13 +14,14 @@ from tests.evaluate.bag_fixtures import write_table
 
 
 def _fields(n=12):
-    return {c: [f"{c}-{i}" for i in range(n)] for c in ("round", "spindle", "punctate", FOCUS)}
+    return {c: [f"{c}-{i}" for i in range(n)] for c in ("round", "spindle", "fragmented", FOCUS)}
 
 
 def test_positive_slides_hold_one_focus_field_and_negatives_none():
     slides = plan_slides(_fields())
     labels = [label for label, _ in slides.values()]
-    assert labels.count(POSITIVE) == labels.count(NEGATIVE) == 3  # 36 background fields / 11 per pair
+    per_pair = 2 * FIELDS_PER_SLIDE - 1
+    assert labels.count(POSITIVE) == labels.count(NEGATIVE) == 36 // per_pair  # 36 background fields
     used = [f for _, fields in slides.values() for f in fields]
     assert len(used) == len(set(used))
     for label, fields in slides.values():
@@ -45,4 +46,4 @@ def test_composed_slides_are_a_published_table_mil_reads(tmp_path):
     out = compose_slides(src, str(tmp_path / "slides"))
     assert json.loads((tmp_path / "slides" / "_SUCCESS").read_text())["checkpoint"] == "/ckpt"
     bags = load_bags(BagSource(out))
-    assert len(bags) == 6 and set(bags.sizes) == {FIELDS_PER_SLIDE * 4} and bags.classes == sorted([NEGATIVE, POSITIVE])
+    assert len(bags) == 2 * (36 // (2 * FIELDS_PER_SLIDE - 1)) and set(bags.sizes) == {FIELDS_PER_SLIDE * 4} and bags.classes == sorted([NEGATIVE, POSITIVE])
