@@ -49,6 +49,7 @@ class MILConfig:
     epochs: int = 50
     batch_size: int = 16
     max_tiles: int = 1000
+    standardize: bool = True  # z-score features with each training part's tile statistics
     n_outer: int = 5
     n_inner: int = 5
     seed: int = 0
@@ -143,7 +144,8 @@ def run_bag_protocol(cfg: MILConfig, protocol: str) -> dict[str, float]:
 
 def base_settings(cfg: MILConfig, bags: Bags) -> TrainSettings:
     return TrainSettings(head=cfg.heads[0], epochs=cfg.epochs, batch_size=cfg.batch_size, max_tiles=cfg.max_tiles,
-                         seed=cfg.seed, survival=cfg.survival, n_classes=max(2, len(bags.classes)),
+                         standardize=cfg.standardize, seed=cfg.seed, survival=cfg.survival,
+                         n_classes=max(2, len(bags.classes)),
                          ties=getattr(cfg, "ties", "efron"))
 
 
