@@ -82,11 +82,18 @@ class Standardised(nn.Module):
 
 
 def tile_statistics(bags: Bags, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, sd) per feature over every tile of the bags at ``indices``; a constant feature gets sd 1."""
-    rows = np.concatenate([np.arange(bags.offsets[i], bags.offsets[i + 1]) for i in indices])
-    tiles = bags.features[rows].astype(np.float64)
-    sd = tiles.std(axis=0)
-    return tiles.mean(axis=0), np.where(sd > 1e-8, sd, 1.0)
+    """(mean, sd) per feature over every tile of the bags at ``indices``; a constant feature gets sd 1.
+
+    Summed bag by bag, so a trial never copies the shared tile array (one bag at a time in float64)."""
+    total, squares, n = np.zeros(bags.dim), np.zeros(bags.dim), 0
+    for i in indices:
+        tiles = bags.tiles(int(i)).astype(np.float64)
+        total += tiles.sum(axis=0)
+        squares += np.square(tiles).sum(axis=0)
+        n += len(tiles)
+    mean = total / n
+    sd = np.sqrt(np.maximum(squares / n - np.square(mean), 0.0))
+    return mean, np.where(sd > 1e-8, sd, 1.0)
 
 
 def pad_batch(bags: Bags, indices: np.ndarray, max_tiles: int, rng: np.random.Generator) -> tuple[torch.Tensor,
