@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from sslray.evaluate.metrics import auc
 
 
 @dataclass
@@ -57,18 +59,12 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int 
 def probe_metrics(model: Pipeline, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     predicted = model.predict(features)
     metrics = {"balanced_accuracy": float(balanced_accuracy_score(labels, predicted))}
-    proba = model.predict_proba(features)
-    classes = model.classes_
-    present = np.isin(classes, np.unique(labels))
-    if present.sum() < 2:
-        metrics["macro_auc"] = float("nan")
-    elif len(classes) == 2:
-        metrics["macro_auc"] = float(roc_auc_score(labels == classes[1], proba[:, 1]))
-    else:
-        metrics["macro_auc"] = float(
-            roc_auc_score(labels, proba[:, present] / proba[:, present].sum(1, keepdims=True),
-                          multi_class="ovr", average="macro", labels=classes[present])
-        )
+    index = {c: i for i, c in enumerate(model.classes_)}
+    unseen = sorted(set(labels) - set(index))
+    if unseen:
+        raise ValueError(f"labels {unseen} were not among the training classes {list(model.classes_)}")
+    targets = np.array([index[v] for v in labels])
+    metrics["macro_auc"] = auc(targets, model.predict_proba(features))  # columns follow model.classes_
     return metrics
 
 
