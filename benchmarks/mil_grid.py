@@ -109,7 +109,7 @@ def run_grid(url: str, run_dir: str, max_parallel: int, n_outer: int, epochs: in
     before = PeakPSS.now()
     started = time.perf_counter()
     with PeakPSS() as sampler:
-        run_bag_protocol(cfg, "mil")
+        run_bag_protocol(cfg)
     return time.perf_counter() - started, sampler.peak - before, 4 * n_outer
 
 

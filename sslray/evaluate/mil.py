@@ -85,6 +85,10 @@ class MILConfig:
     def survival(self) -> bool:
         return False
 
+    @property
+    def protocol(self) -> str:
+        return "survival" if self.survival else "mil"
+
     def source(self) -> BagSource:
         return BagSource(self.embeddings, self.bags, self.bag_column, self.label_column, survival=False)
 
@@ -110,8 +114,10 @@ class SurvivalConfig(MILConfig):
                          event_column=self.event_column, survival=True)
 
 
-def run_bag_protocol(cfg: MILConfig, protocol: str) -> dict[str, float]:
-    """Evaluate every head of ``cfg`` on the bags; returns ``{"<head>/<metric>": mean over outer folds}``."""
+def run_bag_protocol(cfg: MILConfig) -> dict[str, float]:
+    """Evaluate every head of ``cfg`` on the bags (``mil``, or ``survival`` for a ``SurvivalConfig``);
+    returns ``{"<head>/<metric>": mean over outer folds}``."""
+    protocol = cfg.protocol
     tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
     bags = load_bags(cfg.source())  # every input check runs before Ray starts
     folds = bag_folds(bags, cfg.n_outer, cfg.n_inner, cfg.seed, f"embeddings table {cfg.embeddings}")
@@ -202,10 +208,7 @@ class MIL:
     """Slide-level classification with MIL heads (``configs/evaluate/mil.yaml``)."""
 
     Config = MILConfig
-
-    @staticmethod
-    def run(cfg: MILConfig) -> dict[str, float]:
-        return run_bag_protocol(cfg, "mil")
+    run = staticmethod(run_bag_protocol)
 
 
 @register_protocol("survival")
@@ -213,7 +216,4 @@ class Survival:
     """Slide-level survival: MIL heads with the Cox loss and a linear Cox model (``configs/evaluate/survival.yaml``)."""
 
     Config = SurvivalConfig
-
-    @staticmethod
-    def run(cfg: SurvivalConfig) -> dict[str, float]:
-        return run_bag_protocol(cfg, "survival")
+    run = staticmethod(run_bag_protocol)

@@ -119,7 +119,7 @@ def _slide_level(cfg: QuickstartConfig, recipe: QuickstartRecipe, tables: dict[s
         print(f"[sslray] slide-level MIL on the {name} embeddings", flush=True)
         mil = MILConfig(embeddings=table, bags=cfg.bags, run_dir=str(out), name=f"{name}_slides", tracking=pretrain.tracking,
                         **MIL_SETTINGS)
-        scores[name] = {k: round(v, 4) for k, v in run_bag_protocol(mil, "mil").items()
+        scores[name] = {k: round(v, 4) for k, v in run_bag_protocol(mil).items()
                         if k.endswith(("/auc", "/balanced_accuracy"))}
     return scores
 

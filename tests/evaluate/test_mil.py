@@ -29,7 +29,7 @@ def test_bad_bags_fail_before_any_trial(tmp_path):
     table, features = tile_table(n_bags=6)
     url = write_table(tmp_path / "few", table, features)
     with pytest.raises(ValueError, match=r"fewer patients/bags than outer folds \(5\)"):
-        run_bag_protocol(MILConfig(embeddings=url, run_dir=str(tmp_path / "runs")), "mil")
+        run_bag_protocol(MILConfig(embeddings=url, run_dir=str(tmp_path / "runs")))
 
 
 @pytest.mark.ray
@@ -38,7 +38,7 @@ def test_the_grid_runs_on_tune_and_publishes_results_with_lineage(ray_session, t
     url = write_table(tmp_path / "emb", table, features)
     (tmp_path / "emb" / "_SUCCESS").write_text(json.dumps({"kind": "embeddings", "checkpoint": "/ckpt/a"}))
     runs = tmp_path / "runs"
-    scores = run_bag_protocol(MILConfig(embeddings=url, run_dir=str(runs), **SMALL), "mil")
+    scores = run_bag_protocol(MILConfig(embeddings=url, run_dir=str(runs), **SMALL))
     assert scores["abmil/auc"] > 0.75 and "mean_pool/patient_auc" in scores
     doc = json.loads((runs / "results" / "mil" / "emb" / "results.json").read_text())
     assert doc["protocol"] == "mil" and doc["n_bags"] == 24 and doc["classes"] == ["normal", "tumour"]
@@ -91,6 +91,6 @@ def test_classic_mil_benchmarks_reach_the_published_range(ray_session, test_data
     url = _benchmark_table(test_data, name, tmp_path)
     cfg = MILConfig(embeddings=url, run_dir=str(tmp_path / "runs"), heads=["mean_pool", "abmil"], lrs=[1e-3],
                     weight_decays=[1e-4], epochs=40, n_outer=5, n_inner=3, cpus_per_trial=0.25)
-    scores = run_bag_protocol(cfg, "mil")
+    scores = run_bag_protocol(cfg)
     assert scores["abmil/accuracy"] >= 0.78 and scores["abmil/auc"] >= 0.85
     assert scores["mean_pool/accuracy"] >= 0.75
