@@ -4,7 +4,9 @@ Contract (docs/data_contracts.md): parquet part files under a directory publishe
 ``_SUCCESS``; an ``embedding`` column holding one fixed-size list of float32 per row (plain lists
 of equal length from other writers still read) beside identifying and grouping columns.
 ``VectorTable.read`` checks the kind and the column once, so a probe or an aggregator never fails
-deep in pyarrow on a table that is not one.
+deep in pyarrow on a table that is not one. ``VectorTable.read_any`` also takes features other
+tools wrote: any parquet file or folder with an ``embedding`` column that no sslray stage is
+still writing (the evaluation protocols read through it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sslray import storage
 from sslray.artifacts.kinds import PROBE_TABLES, require_artifact
 
 EMBEDDING = "embedding"
+PLAIN = "parquet"  # the kind of a table no sslray stage wrote
 
 
 @dataclass
@@ -45,9 +48,32 @@ class VectorTable:
         table = read_parquet_dir(url, None if columns is None else list(dict.fromkeys([*columns, EMBEDDING])))
         return cls(url, storage.artifact_kind(url) or kinds[0], table, vector_width(table, url))
 
+    @classmethod
+    def read_any(cls, url: str, kinds: tuple[str, ...] = PROBE_TABLES, columns: list[str] | None = None
+                 ) -> VectorTable:
+        """A finished table of ``kinds``, or a plain parquet file/folder (kind ``parquet``): one without
+        sslray's markers, so an sslray output still being written is never read as finished."""
+        if not is_plain_parquet(url):
+            return cls.read(url, kinds, columns)
+        table = read_parquet_dir(url, None if columns is None else list(dict.fromkeys([*columns, EMBEDDING])))
+        if EMBEDDING not in table.column_names:
+            raise ValueError(f"{url}: no {EMBEDDING!r} column (columns: {', '.join(table.column_names)})")
+        return cls(url, PLAIN, table, vector_width(table, url))
+
     def matrix(self) -> np.ndarray:
         """The vectors as an (n, dim) float32 array (a writable copy)."""
         return embedding_matrix(self.table.column(EMBEDDING))
+
+
+def is_plain_parquet(url: str) -> bool:
+    """A parquet file, or a folder of parquet parts, with neither ``_SUCCESS`` nor ``_SSLRAY_WRITING``."""
+    if storage.artifact_kind(url) is not None or storage.exists(storage.join(url, storage.WRITING_MARKER)):
+        return False
+    fs, path = storage.filesystem(url)
+    if fs.isfile(path):
+        return path.endswith(".parquet")
+    return (fs.isdir(path) and not fs.exists(f"{path}/{storage.SUCCESS_MARKER}")
+            and any(p.endswith(".parquet") for p in fs.ls(path, detail=False)))
 
 
 def read_parquet_dir(url: str, columns: list[str] | None = None) -> pa.Table:

@@ -33,27 +33,11 @@ class BagSource:
 def read_vectors(url: str) -> tuple[pa.Table, np.ndarray]:
     """(table without the vectors, (n, dim) float32 vectors) from a published table, or from any
     parquet file or folder with an ``embedding`` column that no sslray stage is still writing."""
-    from sslray import storage
     from sslray.artifacts.kinds import PROBE_TABLES
-    from sslray.artifacts.vector_table import EMBEDDING, VectorTable, embedding_matrix, read_parquet_dir
+    from sslray.artifacts.vector_table import EMBEDDING, VectorTable
 
-    plain = storage.artifact_kind(url) is None and not storage.exists(storage.join(url, storage.WRITING_MARKER))
-    if plain and _has_parquet(url):
-        table = read_parquet_dir(url)
-        if EMBEDDING not in table.column_names:
-            raise ValueError(f"{url}: no {EMBEDDING!r} column (columns: {', '.join(table.column_names)})")
-        return table.drop_columns([EMBEDDING]), embedding_matrix(table.column(EMBEDDING))
-    vectors = VectorTable.read(url, PROBE_TABLES)  # names a tile store, an unfinished table or a typo as such
+    vectors = VectorTable.read_any(url, PROBE_TABLES)  # names a tile store, an unfinished table or a typo as such
     return vectors.table.drop_columns([EMBEDDING]), vectors.matrix()
-
-
-def _has_parquet(url: str) -> bool:
-    from sslray import storage
-
-    fs, path = storage.filesystem(url)
-    if fs.isfile(path):
-        return path.endswith(".parquet")
-    return fs.isdir(path) and any(p.endswith(".parquet") for p in fs.ls(path, detail=False))
 
 
 def load_bags(source: BagSource) -> Bags:

@@ -114,7 +114,7 @@ def _take(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
 
 def load_probe_data(cfg: ProbeSettings) -> ProbeData:
     """The labelled tiles of ``cfg.embeddings``; unlabelled tiles are dropped, bad labels refused."""
-    vectors = VectorTable.read(cfg.embeddings, PROBE_TABLES)  # names a tile store, image folder or typo as such
+    vectors = VectorTable.read_any(cfg.embeddings, PROBE_TABLES)  # also plain parquet; names a tile store or typo
     table = vectors.table
     if cfg.label_column not in table.column_names:
         raise KeyError(f"{cfg.embeddings}: no label column {cfg.label_column!r} (columns: {table.column_names})")

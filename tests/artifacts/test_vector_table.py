@@ -4,7 +4,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sslray.artifacts.vector_table import VectorTable, embedding_matrix, read_parquet_dir
+import pyarrow.parquet as pq
+
+from sslray import storage
+from sslray.artifacts.vector_table import PLAIN, VectorTable, embedding_matrix, is_plain_parquet, read_parquet_dir
 from tests.artifacts.tables import publish_table, vectors
 
 
@@ -36,3 +39,22 @@ def test_an_embedding_column_that_is_not_vectors_is_named():
         embedding_matrix(pa.chunked_array([pa.array([[1.0], [1.0, 2.0]])]))
     with pytest.raises(ValueError, match="null rows"):
         embedding_matrix(pa.chunked_array([pa.array([[1.0], None])]))
+
+
+def test_read_any_takes_a_plain_parquet_file_or_folder_but_not_an_unfinished_output(tmp_path):
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    pq.write_table(pa.table({"slide_id": ["s1", "s2"], "embedding": vectors([[1.0, 2.0], [3.0, 4.0]])}),
+                   folder / "part-0.parquet")
+    for url in (str(folder), str(folder / "part-0.parquet")):
+        table = VectorTable.read_any(url)
+        assert table.kind == PLAIN and table.dim == 2 and table.matrix()[1, 0] == 3.0
+    (folder / storage.WRITING_MARKER).write_text('{"kind": "embeddings"}')
+    assert not is_plain_parquet(str(folder))
+    with pytest.raises(FileNotFoundError):
+        VectorTable.read_any(str(folder))
+
+
+def test_read_any_reads_a_published_table_by_its_kind(tmp_path):
+    url = publish_table(pa.table({"embedding": vectors([[1.0], [2.0]])}), tmp_path / "emb", "embeddings")
+    assert not is_plain_parquet(url) and VectorTable.read_any(url).kind == "embeddings"

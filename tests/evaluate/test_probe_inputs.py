@@ -53,13 +53,14 @@ def test_nested_splits_keep_groups_apart_and_validation_inside_training():
     assert not set(groups[inner.train]) & set(groups[inner.test])
 
 
-def _write(path, columns: dict, dim: int = 3) -> str:
+def _write(path, columns: dict, dim: int = 3, marked: bool = True) -> str:
     n = len(columns["label"])
     flat = pa.array(np.random.default_rng(0).normal(size=n * dim).astype(np.float32))
     table = pa.table(columns).append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, dim))
     path.mkdir(parents=True)
     pq.write_table(table, path / "part-0.parquet")
-    storage.mark_complete(str(path), {"n_rows": n})
+    if marked:
+        storage.mark_complete(str(path), {"n_rows": n})
     return str(path)
 
 
@@ -78,6 +79,14 @@ def test_load_keeps_labelled_tiles_with_their_image_and_patient_ids(tmp_path):
     pred = data.predictions(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
     assert list(pred.targets) == [0, 1] and list(pred.patients) == ["p0", "p1"]
     assert list(data.bootstrap_units(np.array([0, 1]))) == ["p0", "p1"]  # patients, not the groups
+
+
+def test_a_parquet_folder_another_tool_wrote_is_probed_like_a_published_table(tmp_path):
+    url = _write(tmp_path / "theirs", {"label": ["a", "b"] * 4}, marked=False)
+    assert list(load_probe_data(_settings(url)).labels) == ["a", "b"] * 4
+    (tmp_path / "theirs" / storage.WRITING_MARKER).write_text('{"kind": "embeddings"}')  # still being written
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        load_probe_data(_settings(url))
 
 
 def test_without_patient_ids_there_are_no_patients_and_the_groups_are_resampled(tmp_path):
