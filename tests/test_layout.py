@@ -27,6 +27,7 @@ NO_LOGIC = {
     "sslray/features/__init__.py": "re-exports",
     "sslray/infer/__init__.py": "package marker",
     "sslray/models/__init__.py": "package marker",
+    "sslray/profile/__init__.py": "package docstring",
     "sslray/quickstart/__init__.py": "re-exports",
     "sslray/train/__init__.py": "package marker",
     "sslray/train/checkpoint.py": "re-exports of sslray.artifacts.checkpoint for old imports",
