@@ -104,7 +104,8 @@ def run_embed(cfg: EmbedConfig) -> str:
         seconds = time.perf_counter() - started
         dim = meta.embed_dim * (store.info.n_channels if meta.per_channel else 1)
         output.info.update({"checkpoint": cfg.checkpoint, "store": cfg.store, "n_rows": len(store), "dim": dim,
-                            "l2_normalized": cfg.l2_normalize})
+                            "l2_normalized": cfg.l2_normalize, "per_channel": meta.per_channel,
+                            "channels": list(store.info.channels)})  # the embedded channels, in block order
     run.log_metrics({"n_rows": len(store), "seconds": seconds, "tiles_per_s": len(store) / max(seconds, 1e-9)})
     return cfg.out
 

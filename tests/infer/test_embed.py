@@ -78,7 +78,9 @@ def test_the_table_is_published_and_its_run_named_by_the_output(in_process, tiny
                       run_dir=str(tmp_path))
     assert run_embed(cfg) == cfg.out and storage.is_complete(cfg.out)
     table = pq.read_table(cfg.out)
-    assert table.num_rows == len(tiny_store) and storage.read_json(f"{cfg.out}/_SUCCESS")["dim"] == 32
+    info = storage.read_json(f"{cfg.out}/_SUCCESS")
+    assert table.num_rows == len(tiny_store) and info["dim"] == 32
+    assert info["per_channel"] is False and info["channels"] == ["DNA", "cytoplasm"]  # what profile names blocks by
     run = _runs(tmp_path)["embed ssl"]
     assert run.info.status == "FINISHED" and run.data.metrics["n_rows"] == len(tiny_store)
     assert run.data.tags["sslray.stage"] == "embed" and run.data.tags["sslray.embeddings"] == cfg.out
