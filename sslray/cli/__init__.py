@@ -2,7 +2,7 @@
 
 Subcommands parse arguments into the stage's config dataclass and call the library; they
 hold no logic of their own. ``key.sub=value`` arguments override any config key. One module
-per kind of subcommand: ``ingest``, ``stages`` (pretrain, embed, evaluate, aggregate),
+per kind of subcommand: ``ingest``, ``stages`` (pretrain, embed, evaluate, aggregate), ``profile``,
 ``quickstart``, ``submit``, ``info`` (methods, store); their ``--help`` examples are in ``epilogs``.
 """
 
@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from sslray.cli import features, info, ingest, quickstart, stages, submit
+from sslray.cli import features, info, ingest, profile, quickstart, stages, submit
 from sslray.cli.epilogs import EPILOGS
 from sslray.cli.parsing import Parser
 from sslray.errors import user_message
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 stages.run_evaluate))
     stages.aggregate_parser(_add(sub, "aggregate", "second-level SSL: one embedding per spot from its tiles' "
                                                    "embeddings", stages.run_aggregate))
+    profile.configure(_add(sub, "profile", "image-based profiling: tile embeddings -> normalised well profiles",
+                           profile.run))
     features.configure(_add(sub, "features", "import other tools' tile features as an embeddings table", features.run))
     quickstart.configure(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", quickstart.run))
     _add(sub, "methods", "list the registered SSL methods", info.run_methods)

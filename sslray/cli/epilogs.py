@@ -44,6 +44,15 @@ Results: RUN_DIR/results/PROTOCOL/NAME/results.json, results.md and pictures, an
   sslray aggregate --embeddings ./out/embeddings/ssl --out ./out/spots
   sslray aggregate --config configs/aggregate/spot_dino.yaml --embeddings s3://b/emb/tma --out s3://b/spots/tma \
       spot_column=spot_id steps=2000""",
+    "profile": """examples:
+  sslray profile --embeddings ./out/embeddings/ssl --out ./out/profiles/ssl --metadata platemap.csv
+  sslray profile --config configs/profile/cellpainting.yaml --embeddings s3://b/emb/jump --out s3://b/prof/jump \
+      --metadata platemap.csv level=perturbation "control=Metadata_perturbation == 'DMSO'" normalize=[]
+
+The plate map is a CSV keyed by plate + well (C03, c3 and r03c03 are one well) with any of
+perturbation, control, batch, moa, target; its columns become Metadata_<name>. Without one, the
+embeddings table's own columns are the metadata, and the plate is each source file's folder.
+Output: profiles.parquet (normalised) and profiles_raw.parquet (before normalisation).""",
     "features": """examples:
   sslray features import ./phikon_features ./out/embeddings/phikon      # <slide>/features.npy (HistoSSLscaling)
   sslray features import ./clam/h5_files ./out/embeddings/uni --metadata slides.csv   # CLAM / TRIDENT *.h5
