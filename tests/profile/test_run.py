@@ -100,3 +100,41 @@ def test_a_plate_without_controls_is_an_error_and_nothing_is_published(tmp_path)
     with pytest.raises(ValueError, match="spherize: Metadata_Plate P2 has no control profiles"):
         run_profile(cfg)
     assert not storage.exists(cfg.out) and not list(tmp_path.glob(".profiles.partial*"))
+
+
+@pytest.mark.realdata
+@pytest.mark.ray
+def test_a_real_cell_painting_site_becomes_one_well_profile_named_by_channel(test_data, tmp_path, ray_session):
+    """BR00143976, well C03, site 3 (JUMP cpg0016, Opera Phenix naming): ingest -> embed with an untrained
+    channel-agnostic ViT -> one well profile of 5 x embed_dim features named by stain."""
+    from sslray.config import from_dict, load_config
+    from sslray.data.ingest import IngestConfig, ingest_folder
+    from sslray.infer.embed import EmbedConfig, run_embed
+    from sslray.quickstart.pipeline import save_random_init
+    from sslray.train.config import PretrainConfig
+    from tests.conftest import ROOT
+
+    source = test_data / "cellpainting" / "BR00143976_C03_f03"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    store = ingest_folder(load_config(IngestConfig, ROOT / "configs" / "ingest" / "cell_painting.yaml",
+                                      [f"src={source.parent}", f"out={tmp_path / 'store'}", "workers=0"]))
+    tiny = {"name": "vit_tiny_patch16_224", "kwargs": {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}}
+    pretrain = from_dict(PretrainConfig, {"store": store.url, "model": tiny, "method": {
+        "name": "channel_agnostic_dino", "out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8,
+        "views": {"global_size": 32, "local_size": 16, "n_local": 2}}})
+    checkpoint = str(tmp_path / "random_init")
+    save_random_init(pretrain, store, checkpoint)
+    embeddings = run_embed(EmbedConfig(checkpoint=checkpoint, store=store.url, out=str(tmp_path / "emb"),
+                                       run_dir=str(tmp_path / "runs"), batch_size=16))
+    out = run_profile(ProfileConfig(embeddings=embeddings, out=str(tmp_path / "profiles"), normalize=[],
+                                    run_dir=str(tmp_path / "runs")))
+    profiles = read_profiles(out)
+    assert len(profiles) == 1
+    assert profiles["Metadata_Plate"][0].startswith("BR00143976") and profiles["Metadata_Well"][0] == "C03"
+    assert "Metadata_Site" not in profiles  # a well profile: its one site was averaged in
+    features = feature_columns(profiles)
+    stains = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    assert features == [f"{stain}_{i:03d}" for stain in stains for i in range(16)]
+    assert profiles["Metadata_n_tiles"][0] == len(store) == 16 and profiles["Metadata_n_sites"][0] == 1
+    assert np.isfinite(profiles[features].to_numpy()).all()
