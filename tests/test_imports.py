@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "sslray"
 # The Ray Tune/MLflow glue of evaluation; every other evaluate module is a head (maths only).
 EVALUATION_GLUE = {"sslray.evaluate.run", "sslray.evaluate.mil", "sslray.evaluate.tune_grid",
-                   "sslray.evaluate.knn_protocol"}
+                   "sslray.evaluate.knn_protocol", "sslray.evaluate.profiling"}
 
 
 def module_name(path: Path) -> str:

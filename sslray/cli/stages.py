@@ -48,7 +48,7 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
                    help="embeddings table URL, or any parquet file/folder with an 'embedding' column")
     p.add_argument("--protocol", default="linear_probe",
                    help="evaluation protocol, registered under sslray/evaluate/: linear (linear_probe, the "
-                        "default), knn, mil, survival")
+                        "default), knn, mil, survival, profiling (a profiles table as --embeddings)")
     p.add_argument("--bags", help="mil/survival: CSV bag_id,label[,patient_id] or bag_id,time,event[,patient_id]")
     p.add_argument("--config", help="YAML config of the protocol (see configs/evaluate/)")
     add_overrides(p)

@@ -179,7 +179,8 @@ def percent_replicating(
     ``percentile`` of ``n_samples`` medians of random groups of s wells drawn from s distinct
     perturbations (one null per group size, seeded); it replicates when its median is strictly
     greater. Perturbations with one well are not scored. Returns {"percent_replicating",
-    "medians" (per perturbation, a Series), "thresholds" ({size: threshold}), "n_perturbations"}.
+    "medians" and "replicating" (per perturbation, Series), "thresholds" ({size: threshold}),
+    "n_perturbations"}.
     """
     require_columns(df, perturbation_columns, "perturbation")
     sim = similarity_matrix(feature_matrix(df, features), method)
@@ -207,6 +208,7 @@ def percent_replicating(
     return {
         "percent_replicating": float(np.mean(passed)),
         "medians": pd.Series({first[g]: v for g, v in medians.items()}, name="median_replicate_correlation"),
+        "replicating": pd.Series({first[g]: bool(ok) for g, ok in zip(medians, passed)}, name="replicating"),
         "thresholds": thresholds,
         "n_perturbations": len(medians),
     }

@@ -69,6 +69,7 @@ def test_percent_replicating_finds_the_tight_perturbations_only():
     features = list(df.columns[1:])
     out = percent_replicating(df, features, ["Metadata_pert"], n_samples=500, seed=3)
     assert out["percent_replicating"] == pytest.approx(5 / 6)
+    assert out["replicating"].to_dict() == {f"p{p}": p < 5 for p in range(6)}
     assert out["medians"]["p0"] > 0.99 and out["medians"]["p5"] < out["thresholds"][2]
     again = percent_replicating(df, features, ["Metadata_pert"], n_samples=500, seed=3)
     assert again["thresholds"] == out["thresholds"]
