@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +71,11 @@ class ProfilingConfig(ProfilingDesign):
         if not self.pipelines:
             raise ValueError("pipelines: name at least one normalisation pipeline (as_given: [] keeps the table)")
         for name, steps in self.pipelines.items():
-            if "/" in name:
-                raise ValueError(f"pipelines: the name {name!r} may not hold '/' (it names a model 'PIPELINE/AGG')")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+                raise ValueError(
+                    f"pipelines: the name {name!r} may hold only letters, digits, '_', '.' and '-' "
+                    "(it names the model PIPELINE/AGGREGATION and its MLflow metrics)"
+                )
             parse_pipeline(steps)  # an unknown step or option fails here, before any work
         bad = [a for a in self.aggregations if a not in AGGREGATIONS]
         if not self.aggregations or bad:

@@ -36,7 +36,7 @@ def test_profiling_is_a_registered_protocol_with_its_shipped_config():
     [
         ({"embeddings": ""}, "embeddings: the profiles table URL is required"),
         ({"pipelines": {}}, "name at least one normalisation pipeline"),
-        ({"pipelines": {"a/b": []}}, "may not hold '/'"),
+        ({"pipelines": {"a/b": []}}, "may hold only letters, digits"),
         ({"pipelines": {"x": [{"name": "zscore"}]}}, "unknown normalisation step 'zscore'"),
         ({"aggregations": ["max"]}, "aggregations must list mean or median"),
         ({"cpus_per_trial": 0}, "trial resources must be positive"),
