@@ -25,6 +25,7 @@ divides by its spread are errors naming the plate, the step and the columns, nev
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -158,24 +159,26 @@ def fit_rows(rows: np.ndarray, controls: np.ndarray | None, fit: str, step: str,
     return chosen
 
 
-def check_spread(values: pd.DataFrame, step: str, group: str) -> None:
+def check_spread(values: np.ndarray, features: list[str], step: str, group: str) -> None:
     """No feature may be constant (or all NaN) in the rows a step divides by their spread."""
-    spread = values.std(ddof=0)
-    constant = spread.index[~(spread > 0)].tolist()
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: reported below
+        spread = np.nanstd(values, axis=0)
+    constant = [f for f, ok in zip(features, spread > 0) if not ok]
     if constant:
         raise ValueError(f"{step}: {len(constant)} feature(s) are constant in the fitted profiles of {group}: "
                          f"{constant[:5]}; put variance_filter before {step} to drop them")
 
 
-def float_copy(df: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    """A copy whose features are float64, so a step writes its values in place of integer columns."""
-    out = df.copy()
-    out[features] = out[features].astype(np.float64)
-    return out
+def with_features(df: pd.DataFrame, features: list[str], values: np.ndarray) -> pd.DataFrame:
+    """``df`` with its ``features`` replaced by ``values`` (built in one go: a per-column write of
+    thousands of features is what made pandas slow here)."""
+    new = pd.DataFrame(values, columns=features, index=df.index)
+    return pd.concat([df.drop(columns=features), new], axis=1)[list(df.columns)]
 
 
-def check_finite(values: pd.DataFrame, step: str) -> None:
-    bad = values.columns[~np.isfinite(values.to_numpy()).all(axis=0)].tolist()
+def check_finite(values: np.ndarray, features: list[str], step: str) -> None:
+    bad = [f for f, ok in zip(features, np.isfinite(values).all(axis=0)) if not ok]
     if bad:
         raise ValueError(f"{step}: feature(s) {bad[:5]} hold NaN or infinite values; whitening needs every value")
 
@@ -192,50 +195,51 @@ def _variance_filter(df: pd.DataFrame, features: list[str], controls, options: V
 
 
 def _spherize(df: pd.DataFrame, features: list[str], controls, options: Spherize) -> pd.DataFrame:
-    check_finite(df[features], "spherize")
-    out = float_copy(df, features)
     values = df[features].to_numpy(np.float64)
+    check_finite(values, features, "spherize")
+    out = values.copy()
     for group, rows in groups(df, options.by, "spherize"):
-        fitted = fit_rows(rows, controls, options.fit, "spherize", group)
-        check_spread(df.loc[fitted, features], "spherize", group)
+        fitted = values[fit_rows(rows, controls, options.fit, "spherize", group)]
+        check_spread(fitted, features, "spherize", group)
         try:
-            whitening = zca_fit(values[fitted], options.method, options.epsilon, options.center)
+            whitening = zca_fit(fitted, options.method, options.epsilon, options.center)
         except ValueError as err:
             raise ValueError(f"{err} ({group})") from None
-        out.loc[rows, features] = whitening.apply(values[rows])
-    return out
+        out[rows] = whitening.apply(values[rows])
+    return with_features(df, features, out)
 
 
 def _mad_robustize(df: pd.DataFrame, features: list[str], controls, options: MadRobustize) -> pd.DataFrame:
-    def median_mad(fitted: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-        median = fitted.median()
-        return median, (fitted - median).abs().median() * 1.4826 + options.epsilon
+    def median_mad(fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        median = np.nanmedian(fitted, axis=0)
+        return median, np.nanmedian(np.abs(fitted - median), axis=0) * 1.4826 + options.epsilon
 
     return _scale_per_group(df, features, controls, options.by, options.fit, "mad_robustize", median_mad)
 
 
 def _standardize(df: pd.DataFrame, features: list[str], controls, options: Standardize) -> pd.DataFrame:
     return _scale_per_group(df, features, controls, options.by, options.fit, "standardize",
-                            lambda fitted: (fitted.mean(), fitted.std(ddof=0)))
+                            lambda fitted: (np.nanmean(fitted, axis=0), np.nanstd(fitted, axis=0)))
 
 
 def _scale_per_group(df: pd.DataFrame, features: list[str], controls: np.ndarray | None, by: str | None, fit: str,
-                     step: str, center_scale: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]]) -> pd.DataFrame:
-    """``(x - center) / scale`` per group of ``by``, both fitted on the group's ``fit`` rows."""
-    out = float_copy(df, features)
+                     step: str, center_scale: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """``(x - center) / scale`` per group of ``by``, both fitted on the group's ``fit`` rows (NaN skipped)."""
+    values = df[features].to_numpy(np.float64)
+    out = values.copy()
     for group, rows in groups(df, by, step):
-        fitted = df.loc[fit_rows(rows, controls, fit, step, group), features]
-        check_spread(fitted, step, group)
+        fitted = values[fit_rows(rows, controls, fit, step, group)]
+        check_spread(fitted, features, step, group)
         center, scale = center_scale(fitted)
-        out.loc[rows, features] = (df.loc[rows, features] - center) / scale
-    return out
+        out[rows] = (values[rows] - center) / scale
+    return with_features(df, features, out)
 
 
 def _tvn(df: pd.DataFrame, features: list[str], controls, options: TVN) -> pd.DataFrame:
-    check_finite(df[features], "tvn")
-    fitted = fit_rows(np.ones(len(df), dtype=bool), controls, options.fit, "tvn", "all profiles")
-    check_spread(df.loc[fitted, features], "tvn", "all profiles")
     values = df[features].to_numpy(np.float64)
+    check_finite(values, features, "tvn")
+    fitted = fit_rows(np.ones(len(df), dtype=bool), controls, options.fit, "tvn", "all profiles")
+    check_spread(values[fitted], features, "tvn", "all profiles")
     whitened = pca_whitening_fit(values[fitted], options.n_components).apply(values)
     if options.center_by is not None:
         for group, rows in groups(df, options.center_by, "tvn"):

@@ -1,7 +1,7 @@
 """The whitening transforms of the normalisation steps: ZCA (spherize) and PCA whitening (TVN), in numpy.
 
 ``zca_fit`` computes pycytominer's ``Spherize`` transform (pycytominer.operations.transform) the
-same way, so ``sslray profile`` and a pycytominer pipeline give the same profiles (tested to 1e-6):
+same way (without forming its d x d matrix), so ``sslray profile`` and a pycytominer pipeline give the same profiles (tested to 1e-6):
 standardise (ZCA-cor: the whitening of the correlation matrix, pycytominer's default) or only
 centre (ZCA), take the SVD of the fitted rows, and when there are no more rows than features pad
 the singular values past the rank with the last non-zero one, so the directions the controls do
@@ -23,14 +23,31 @@ import numpy as np
 
 @dataclass
 class Whitening:
-    """``(x - mean) / scale @ matrix``: a fitted affine whitening."""
+    """A fitted whitening: ``z = (x - mean) / scale``, then ``(z @ basis) * weights`` (PCA whitening,
+    ``tail`` None), or for ZCA that rotated back, ``+ tail`` times the part of ``z`` outside the basis.
+
+    Kept as a thin basis (d x r) rather than a d x d matrix: with 1,920 features (5 channels of a
+    ViT-S) and a few dozen controls, r is tens, so fitting and applying cost O(n·d·r), not O(d³).
+    """
 
     mean: np.ndarray
     scale: np.ndarray
-    matrix: np.ndarray
+    basis: np.ndarray
+    weights: np.ndarray
+    tail: float | None = None
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.scale) @ self.matrix
+        return self.transform((np.asarray(values, dtype=np.float64) - self.mean) / self.scale)
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        coords = z @ self.basis
+        if self.tail is None:
+            return coords * self.weights
+        return (coords * self.weights) @ self.basis.T + (z - coords @ self.basis.T) * self.tail
+
+    def matrix(self) -> np.ndarray:
+        """The whitening as a matrix acting on ``z`` (d x d for ZCA, d x k for PCA whitening)."""
+        return self.transform(np.eye(len(self.mean)))
 
 
 def zca_fit(values: np.ndarray, method: str = "ZCA-cor", epsilon: float = 1e-6, center: bool = True) -> Whitening:
@@ -43,16 +60,14 @@ def zca_fit(values: np.ndarray, method: str = "ZCA-cor", epsilon: float = 1e-6, 
     n, d = values.shape
     mean = values.mean(axis=0) if center else np.zeros(d)
     scale = values.std(axis=0) if method == "ZCA-cor" else np.ones(d)
-    z = (values - mean) / scale
-    rank = int(np.linalg.matrix_rank(z))
+    _, sigma, vt = np.linalg.svd((values - mean) / scale, full_matrices=False)
+    rank = int((sigma > sigma.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps).sum())  # as matrix_rank
     if not (rank == d or (center and rank == n - 1) or (not center and rank == n)):
         raise ValueError(f"spherize: the {n} fitted profiles of {d} features have rank {rank}; some features are "
                          "linear combinations of others (drop them, or fit on more profiles)")
-    _, sigma, vt = np.linalg.svd(z, full_matrices=True)
-    if n <= d:
-        sigma = np.concatenate([sigma[:rank], np.repeat(sigma[rank - 1], d - rank)])
-    matrix = (vt / (sigma + epsilon)[:, None]).T * np.sqrt(n - 1)
-    return Whitening(mean, scale, matrix @ vt)
+    root = np.sqrt(n - 1)
+    tail = root / (sigma[rank - 1] + epsilon) if rank < d else 0.0  # pycytominer pads sigma with sigma[r - 1]
+    return Whitening(mean, scale, vt[:rank].T, root / (sigma[:rank] + epsilon), tail)
 
 
 def pca_whitening_fit(values: np.ndarray, n_components: int | None = None) -> Whitening:
@@ -71,4 +86,4 @@ def pca_whitening_fit(values: np.ndarray, n_components: int | None = None) -> Wh
     std = sigma[:k] / np.sqrt(n - 1)
     if std[-1] <= 1e-12 * std[0]:
         raise ValueError(f"tvn: the fitted profiles span fewer than {k} directions; lower n_components")
-    return Whitening(mean, np.ones(d), vt[:k].T / std)
+    return Whitening(mean, np.ones(d), vt[:k].T, 1.0 / std)

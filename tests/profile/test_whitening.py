@@ -18,7 +18,7 @@ def test_zca_whitens_the_fitted_rows_and_stays_close_to_them(method):
     assert np.allclose(np.cov(white, rowvar=False), np.eye(4), atol=1e-8)
     # ZCA's matrix is symmetric (a rotation, a scaling, the rotation back): the whitening closest to the
     # input (Kessy et al. 2018), so an output column still stands for its own feature
-    matrix = zca_fit(values, method).matrix
+    matrix = zca_fit(values, method).matrix()
     assert np.allclose(matrix, matrix.T)
 
 
@@ -36,7 +36,7 @@ def test_pca_whitening_keeps_the_components_asked_for_at_unit_variance():
     values = _values()
     white = pca_whitening_fit(values, n_components=2).apply(values)
     assert white.shape == (40, 2) and np.allclose(np.cov(white, rowvar=False), np.eye(2), atol=1e-8)
-    assert pca_whitening_fit(values[:3]).matrix.shape == (4, 2)  # 3 rows span 2 directions
+    assert pca_whitening_fit(values[:3]).matrix().shape == (4, 2)  # 3 rows span 2 directions
     with pytest.raises(ValueError, match="between 1 and 4"):
         pca_whitening_fit(values, n_components=5)
     with pytest.raises(ValueError, match="at least 2"):
