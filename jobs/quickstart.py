@@ -1,4 +1,4 @@
-"""Ray job entrypoint: `ray job submit --working-dir . -- python jobs/quickstart.py ...`.
+"""Ray job entrypoint: `ray job submit --working-dir . -- python -P jobs/quickstart.py ...`.
 
 Thin by design: the arguments are exactly those of `sslray quickstart`.
 """

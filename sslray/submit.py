@@ -86,7 +86,10 @@ def runtime_env(cfg: SubmitConfig) -> dict:
 
 
 def entrypoint(cfg: SubmitConfig) -> str:
-    return shlex.join(["python", f"jobs/{cfg.stage}.py", *cfg.args])
+    """``python -P``: the script's folder is not put on ``sys.path``, so ``jobs/profile.py`` never
+    shadows the standard library's ``profile`` (which torch imports); sslray comes from the uploaded
+    working directory, which Ray puts on ``PYTHONPATH``."""
+    return shlex.join(["python", "-P", f"jobs/{cfg.stage}.py", *cfg.args])
 
 
 def submit(cfg: SubmitConfig) -> int:

@@ -12,14 +12,14 @@ from tests.conftest import ROOT
 
 
 def test_every_stage_has_a_job_entrypoint():
-    assert stages() == ["aggregate", "embed", "evaluate", "ingest", "pretrain", "quickstart"]
+    assert stages() == ["aggregate", "embed", "evaluate", "ingest", "pretrain", "profile", "quickstart"]
     with pytest.raises(SubmitError, match="unknown stage 'train'.*pretrain"):
         SubmitConfig(stage="train")
 
 
 def test_the_entrypoint_passes_arguments_through_quoted():
     cfg = SubmitConfig(stage="pretrain", args=["--config", "configs/methods/dino.yaml", "data.where.split=a b"])
-    assert entrypoint(cfg) == "python jobs/pretrain.py --config configs/methods/dino.yaml 'data.where.split=a b'"
+    assert entrypoint(cfg) == "python -P jobs/pretrain.py --config configs/methods/dino.yaml 'data.where.split=a b'"
 
 
 def test_a_job_submitted_inside_a_pipeline_carries_the_parent_run(monkeypatch):
