@@ -16,9 +16,9 @@ from __future__ import annotations
 import io
 
 import pandas as pd
-import pyarrow.dataset as pads
 
 from sslray import storage
+from sslray.artifacts.vector_table import read_parquet_dir
 
 META_PREFIX = "Metadata_"
 PLATE = "Metadata_Plate"
@@ -89,7 +89,7 @@ def _read_folder(url: str, file: str) -> pd.DataFrame:
     if not any(p.endswith(".parquet") for p in fs.ls(path, detail=False)):
         raise ValueError(f"{url}: a folder with no parquet file; a profiles table is a parquet file or folder, "
                          "or a CSV(.gz) file")
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table().to_pandas()
+    return read_parquet_dir(url).to_pandas()
 
 
 def _read_file(url: str) -> pd.DataFrame:
