@@ -39,7 +39,7 @@ def tile_source(source: SourceImage, cfg: IngestConfig, staging: str, scaling: S
     so one corrupt image among thousands does not take a parallel job down."""
     part = PartWriter(staging, source.rel)
     try:
-        for tiles, rows, channels in _source_tiles(source, cfg, scaling or cfg.scaling):
+        for tiles, rows, channels in source_tiles(source, cfg, scaling or cfg.scaling):
             part.add(tiles, rows, channels)
         if not part.pieces:
             raise ImageReadError(f"{source.path}: no tile has at least {cfg.min_tissue:.0%} tissue (empty slide?)")
@@ -50,7 +50,7 @@ def tile_source(source: SourceImage, cfg: IngestConfig, staging: str, scaling: S
     return part.finish()
 
 
-def _source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
+def source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
                   ) -> Iterator[tuple[np.ndarray, list[dict], list[str]]]:
     """Batches of (tiles, manifest rows, channel names) from one source; raises on a bad file."""
     reader = cfg.reader_for(source.path)
