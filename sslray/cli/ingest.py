@@ -19,7 +19,7 @@ from sslray.data.readers import MAX_PIXELS
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.intermixed = True  # flags may come between SRC DEST and the key=value overrides
-    p.add_argument("src", help="folder of images (PNG, JPEG, TIFF)")
+    p.add_argument("src", help="folder of images (PNG, JPEG, TIFF, slides, HDF5), or one such file")
     p.add_argument("out", metavar="dest", help="tile store URL: a local path or s3://bucket/prefix")
     p.add_argument("--config", help="YAML IngestConfig (see configs/ingest/); flags and key=value override it")
     _shortcuts(p)
@@ -29,6 +29,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _shortcuts(p: argparse.ArgumentParser) -> None:
     """The flags; every default is None (unset) so a flag never hides a value from --config."""
     p.add_argument("--tile-size", type=int, help="tile edge in pixels (default 224)")
+    p.add_argument("--stride", type=int, help="grid step in pixels (default: the tile size, tiles side by side; "
+                                              "smaller overlaps them; whole slides: pixels at the target mpp)")
     p.add_argument("--labels", help="CSV with columns path,label[,group][,split] (paths relative to SRC)")
     p.add_argument("--on-error", choices=["stop", "skip"],
                    help="stop at the first bad file (default) or skip it and list it in ingest_report.json")

@@ -1,4 +1,4 @@
-"""Ingest a folder of images into a tile store.
+"""Ingest a folder of images, or one image, slide or HDF5 file, into a tile store.
 
 Three layouts: ``files`` (each image file is one field; multi-channel files keep all their
 channels), ``channel-folders`` (each folder holding image files is one field stored as one
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def ingest_folder(cfg: IngestConfig) -> TileStore:
-    """Read, tile and store every image under ``cfg.src``; returns the published store.
+    """Read, tile and store every image under ``cfg.src`` (or that one file); returns the published store.
 
     Sources are tiled into parts in parallel (a Ray Data job, one task per file), then
     assembled in source order. Inside a pipeline (the quickstart) the ingest is a nested MLflow
@@ -77,12 +77,13 @@ def check_source_and_dest(src: str, dest: str) -> None:
     if storage.is_remote(dest):
         return
     src_path, dest_path = (os.path.realpath(storage.local_path(p)) for p in (src, dest))
+    what = "source file" if os.path.isfile(src_path) else "source folder"  # a store next to a file SRC is fine
     if src_path == dest_path:
-        raise IngestError(f"the destination {dest} is the source folder {src}; write the store somewhere else")
+        raise IngestError(f"the destination {dest} is the {what} {src}; write the store somewhere else")
     if dest_path.startswith(src_path + os.sep):
         raise IngestError(f"the destination {dest} is inside the source folder {src}; write the store outside it")
     if src_path.startswith(dest_path + os.sep):
-        raise IngestError(f"the source folder {src} is inside the destination {dest}; choose another destination")
+        raise IngestError(f"the {what} {src} is inside the destination {dest}; choose another destination")
 
 
 def _scaling(sources: list[SourceImage], cfg: IngestConfig, staging: str) -> Scaling:
@@ -120,6 +121,8 @@ def _calibration_images(picks: list[SourceImage], cfg: IngestConfig) -> Iterator
 
 def _begin(cfg: IngestConfig, sources: list[SourceImage]) -> str:
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_PLAN}
+    if cfg.stride is None:
+        del settings["stride"]  # the default grid: an ingest interrupted before stride existed still resumes
     plan = {**settings, "sources": [[s.rel, s.label, s.group, s.split] for s in sources]}
     try:
         staging = storage.begin_resumable_output(cfg.out, cfg.overwrite, what="tile store", kind="tile_store")

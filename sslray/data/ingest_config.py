@@ -26,6 +26,7 @@ class IngestConfig:
     src: str = ""
     out: str = ""  # the tile store's URL (DEST on the command line)
     tile_size: int = 224
+    stride: int | None = None  # grid step in pixels (slides: target-mpp pixels); None: tile_size, no overlap
     labels: str | None = None  # CSV path,label[,group][,split]; default: sub-folder names
     layout: Literal["files", "channel-folders", "channel-files"] = "files"
     channel_pattern: str | None = None  # channel-files: regex on file names with a (?P<channel>...) group
@@ -55,6 +56,8 @@ class IngestConfig:
             raise ValueError(f"max_pixels must be a positive number of pixels, got {self.max_pixels}")
         if self.tile_size < 8:
             raise ValueError(f"tile_size must be >= 8 pixels, got {self.tile_size}")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"stride must be >= 1 pixel (or unset for tile_size), got {self.stride}")
         if not 0 <= self.min_tissue <= 1:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
         if self.float_max is not None and (not self.float_max or min(self.float_max) <= 0):
@@ -82,7 +85,8 @@ class IngestConfig:
 
     @property
     def slide_tiling(self) -> SlideTiling:
-        return SlideTiling(self.tile_size, self.mpp, self.magnification, self.mpp_override, self.min_tissue)
+        return SlideTiling(self.tile_size, self.mpp, self.magnification, self.mpp_override, self.min_tissue,
+                           stride=self.stride)
 
     def reader_for(self, path: Path) -> str:
         """``slide``, ``hdf5`` or ``image``: the ``format`` asked for, or guessed from the file name

@@ -1,7 +1,8 @@
 """Which sources an ingest reads: discovery under SRC, a labels CSV, channel-file fields, magnifications.
 
 A source is one field (an image file, a folder of single-channel files, a group of channel
-files or a whole slide) with its labels and extra manifest columns. Only files inside SRC
+files or a whole slide) with its labels and extra manifest columns. SRC is a folder, or one
+file that is then the only source (named by its file name, unlabelled). Only files inside SRC
 are read: a labels CSV path that leaves SRC is refused (``labels_csv``), and a symlink inside
 SRC that points outside it is followed but named in a warning and in ``ingest_report.json``.
 """
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from sslray.data.ingest_config import IngestConfig
 
 log = logging.getLogger(__name__)
+
+SOURCE_SUFFIXES = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES  # the files discovery reads by default
 
 
 class IngestError(ValueError):
@@ -48,10 +51,14 @@ class IngestReport:
 
 
 def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImage]:
+    """The sources under SRC in path order, or SRC itself when it is one file."""
     root = Path(cfg.src)
-    if not root.is_dir():
-        raise IngestError(f"source folder {root} does not exist or is not a folder")
-    if cfg.labels:
+    if root.is_file():
+        sources = [single_file_source(root, cfg)]
+    elif not root.is_dir():
+        raise IngestError(f"source folder {root} does not exist, nor a file of that name (SRC is a folder, or "
+                          "one image, slide or HDF5 file)")
+    elif cfg.labels:
         try:
             sources = _sources_from_csv(root, Path(cfg.labels), cfg, report)
         except LabelsError as err:
@@ -59,8 +66,7 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
     elif cfg.layout == "channel-files":
         sources = list(channel_file_fields(root, cfg.channel_pattern).values())
     else:
-        suffixes = IMAGE_SUFFIXES | SLIDE_SUFFIXES | HDF5_SUFFIXES
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SOURCE_SUFFIXES)
         if cfg.layout == "channel-folders":
             files = sorted({p.parent for p in files})  # every folder holding images is one field
         sources = [SourceImage(p, p.relative_to(root).as_posix(), label=_folder_label(p, root)) for p in files]
@@ -68,6 +74,22 @@ def discover_sources(cfg: IngestConfig, report: IngestReport) -> list[SourceImag
         sources = [s for s in sources if _add_magnification(s, cfg, report)]
     report.linked_outside = linked_outside(sources, root)
     return sources
+
+
+def single_file_source(path: Path, cfg: IngestConfig) -> SourceImage:
+    """SRC given as one file (a slide, a field, an HDF5 patch file) is the only source, named by
+    its file name; it has no class folder, and a labels CSV (paths relative to a folder) or a
+    channel layout (fields of several files) has nothing to apply to."""
+    if cfg.labels:
+        raise IngestError(f"{path} is a single file: --labels lists files under a source folder; give the "
+                          "folder as SRC, or ingest the file without labels")
+    if cfg.layout != "files":
+        raise IngestError(f"{path} is a single file: layout {cfg.layout} groups several files into a field; "
+                          "give their folder as SRC")
+    if cfg.format == "auto" and path.suffix.lower() not in SOURCE_SUFFIXES:
+        raise IngestError(f"{path}: not an image, slide or HDF5 file by its name (known: {sorted(SOURCE_SUFFIXES)}); "
+                          "pass --format to read it")
+    return SourceImage(path, path.name)
 
 
 def linked_outside(sources: list[SourceImage], root: Path) -> list[str]:
@@ -113,7 +135,7 @@ def _add_magnification(source: SourceImage, cfg: IngestConfig, report: IngestRep
         return False
     source.extra["magnification"], source.extra["field_id"] = found
     parent = source.path.parent
-    if not cfg.labels and _MAGNIFICATION.match(parent.name):  # <class>/40X/x.png: the label is <class>
+    if not cfg.labels and Path(cfg.src).is_dir() and _MAGNIFICATION.match(parent.name):  # <class>/40X/x.png
         source.label = parent.parent.name if parent.parent != Path(cfg.src) else None
     return True
 

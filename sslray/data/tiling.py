@@ -63,7 +63,7 @@ def source_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling
         return
     image, names = _read_checked(source, cfg, scaling)
     names = names or _channel_names(cfg, image)
-    tiles, rows = tile_image(image, source, cfg.tile_size, _foreground_index(cfg, names, source.path))
+    tiles, rows = tile_image(image, source, cfg.tile_size, _foreground_index(cfg, names, source.path), cfg.stride)
     yield tiles, rows, names
 
 
@@ -84,7 +84,8 @@ def _hdf5_tiles(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> Ite
             raise ImageReadError(f"{source.path}[{index}]: image {image.shape[1:]} is smaller than the tile size")
         field = replace(source, rel=f"{source.rel}#{index}")
         channels = names or _channel_names(cfg, image)
-        tiles, rows = tile_image(image, field, cfg.tile_size, _foreground_index(cfg, channels, source.path))
+        tiles, rows = tile_image(image, field, cfg.tile_size, _foreground_index(cfg, channels, source.path),
+                                 cfg.stride)
         for row in rows:
             row["source"] = source.rel
         yield tiles, rows, channels
@@ -115,9 +116,14 @@ def _read_checked(source: SourceImage, cfg: IngestConfig, scaling: Scaling) -> t
     return image, names
 
 
-def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foreground_channel: int | None = None
-               ) -> tuple[np.ndarray, list[dict]]:
-    """Cut non-overlapping tiles on a grid from the top-left; the ragged border is dropped.
+def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foreground_channel: int | None = None,
+               stride: int | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Cut tiles on a grid from the top-left, one every ``stride`` pixels (default ``tile_size``:
+    side by side); a smaller stride overlaps them, as field tiling at inference does.
+
+    The ragged border is dropped: tiles start at 0, stride, 2 * stride, ... while a whole tile
+    still fits, so the right and bottom strips that no further tile covers (fewer than
+    ``stride`` pixels past the last tile's end) are never stored.
 
     ``tissue_fraction`` is the share of foreground pixels (Otsu over the whole image, on one
     channel such as DAPI when given, else on the channel mean), so training can keep tiles
@@ -128,8 +134,9 @@ def tile_image(image: np.ndarray, source: SourceImage, tile_size: int, foregroun
     foreground = foreground_mask(plane)  # once per image: Otsu per tile would judge each tile alone
     tiles, rows = [], []
     image_id = image_id_of(source.rel)
-    for y in range(0, h - tile_size + 1, tile_size):
-        for x in range(0, w - tile_size + 1, tile_size):
+    step = stride or tile_size
+    for y in range(0, h - tile_size + 1, step):
+        for x in range(0, w - tile_size + 1, step):
             tile = image[:, y : y + tile_size, x : x + tile_size]
             tiles.append(tile)
             rows.append(

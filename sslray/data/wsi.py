@@ -30,6 +30,7 @@ class SlideTiling:
     mpp_override: float | None = None  # the slide's level-0 mpp when its metadata lacks it
     min_tissue: float = 0.25  # fraction of a tile that must be tissue
     batch: int = 256  # tiles per yielded batch, bounding memory on large slides
+    stride: int | None = None  # grid step in target-resolution pixels; None: tile_size (tiles side by side)
 
 
 def is_slide(path: Path) -> bool:
@@ -79,7 +80,11 @@ def tissue_mask(slide) -> tuple[np.ndarray, float]:
 
 
 def tile_slide(path: Path, tiling: SlideTiling, rel: str) -> Iterator[tuple[np.ndarray, list[dict]]]:
-    """Yield batches of (N, 3, T, T) uint8 tiles with tissue, and their manifest rows."""
+    """Yield batches of (N, 3, T, T) uint8 tiles with tissue, and their manifest rows.
+
+    The grid steps ``stride`` target pixels (``stride * downsample`` at level 0) from the
+    top-left corner; the right and bottom strips narrower than a tile are dropped.
+    """
     import tiffslide
     from PIL import Image
 
@@ -91,15 +96,16 @@ def tile_slide(path: Path, tiling: SlideTiling, rel: str) -> Iterator[tuple[np.n
         downsample, mpp = target_downsample(dict(slide.properties), path, tiling)
         level = slide.get_best_level_for_downsample(downsample)
         read = max(1, round(tiling.tile_size * downsample / slide.level_downsamples[level]))
-        step = tiling.tile_size * downsample  # level-0 pixels per tile
+        window = tiling.tile_size * downsample  # level-0 pixels per tile
+        step = (tiling.stride or tiling.tile_size) * downsample  # level-0 pixels between tile origins
         mask, mask_scale = tissue_mask(slide)
         width, height = slide.dimensions
-        if width < step or height < step:
+        if width < window or height < window:
             raise ImageReadError(f"{path}: slide {width}x{height} is smaller than one tile at {mpp:.3f} mpp")
         tiles, rows = [], []
-        for y in np.arange(0, height - step + 1, step):
-            for x in np.arange(0, width - step + 1, step):
-                fraction = _mask_fraction(mask, mask_scale, x, y, step)
+        for y in np.arange(0, height - window + 1, step):
+            for x in np.arange(0, width - window + 1, step):
+                fraction = _mask_fraction(mask, mask_scale, x, y, window)
                 if fraction < tiling.min_tissue:
                     continue
                 region = slide.read_region((int(x), int(y)), level, (read, read)).convert("RGB")

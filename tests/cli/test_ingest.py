@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sslray.cli import build_parser, main
@@ -21,8 +22,8 @@ def _config(*argv: str) -> IngestConfig:
 def test_flags_and_dotted_overrides_give_the_same_config():
     flags = _config("src", "dest", "--tile-size", "96", "--layout", "channel-files", "--channel-pattern", JUMP,
                     "--channel-names", "1=DNA,2=ER", "--channels", "1,2", "--clip-percentiles", "0.5,99.5",
-                    "--log1p", "--workers", "0", "--max-pixels", "1000", "--on-error", "skip")
-    keys = _config("src", "dest", "tile_size=96", "layout=channel-files", f"channel_pattern='{JUMP}'",
+                    "--log1p", "--workers", "0", "--max-pixels", "1000", "--on-error", "skip", "--stride", "48")
+    keys = _config("src", "dest", "tile_size=96", "stride=48", "layout=channel-files", f"channel_pattern='{JUMP}'",
                    "channel_names.1=DNA", "channel_names.2=ER", "channels=['1','2']",
                    "clip_percentiles=[0.5,99.5]", "log1p=true", "workers=0", "max_pixels=1000", "on_error=skip")
     assert flags == keys
@@ -59,6 +60,15 @@ def test_ingest_error_names_the_file(capsys, tmp_path):
     assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "dest"), "--tile-size", "16", "--workers", "0"]) == 2
     assert "bad.png" in capsys.readouterr().err
     assert not (tmp_path / "dest").exists()
+
+
+def test_a_single_file_src_ingests_and_labels_with_it_are_an_error(capsys, tmp_path):
+    image = tmp_path / "field.npy"
+    np.save(image, np.zeros((1, 40, 48), np.uint8))
+    assert main(["ingest", str(image), str(tmp_path / "dest"), "--tile-size", "16", "--stride", "8", "--workers", "0"]) == 0
+    assert "wrote 20 tiles (gray; uint8)" in capsys.readouterr().out  # 5 x 4 origins every 8 px
+    assert main(["ingest", str(image), str(tmp_path / "d2"), "--labels", "x.csv", "--workers", "0"]) == 2
+    assert "field.npy is a single file: --labels" in capsys.readouterr().err
 
 
 def test_channel_names_from_pairs_or_csv(tmp_path):

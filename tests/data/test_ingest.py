@@ -5,12 +5,14 @@ test_sources.py, test_tiling.py and test_assembly.py, the settings in test_inges
 resuming in test_ingest_resume.py.
 """
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
 
-from sslray.data.ingest import IngestConfig, IngestError, _run_tiling, ingest_folder
-from sslray.data.parts import load_part
+from sslray.data.ingest import IngestConfig, IngestError, _run_tiling, check_source_and_dest, ingest_folder
+from sslray.data.parts import PLAN, load_part
 from sslray.data.readers import natural_key
 from sslray.data.sources import SourceImage
 from tests.conftest import write_png
@@ -40,6 +42,24 @@ def test_run_tiling_on_ray_data_gives_every_result_and_finished_parts(ray_sessio
     assert sorted(results) == ["a.png", "b.png", "c.png"]
     assert results["a.png"].ok and results["a.png"] == load_part(staging, "a.png")
     assert not results["c.png"].ok and "c.png" in results["c.png"].reason and load_part(staging, "c.png") is None
+
+
+def test_one_file_ingests_into_a_store_beside_it_and_resumes(tmp_path):
+    src = rgb_folder(tmp_path)
+    (src / "tumor" / "a.png").rename(src / "tumor" / "a.keep")
+    (src / "tumor" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = IngestConfig(workers=0, src=str(src / "tumor" / "a.png"), out=str(src / "tumor" / "store"), tile_size=32)
+    with pytest.raises(IngestError, match="a.png"):
+        ingest_folder(cfg)
+    plan = json.loads((src / "tumor" / ".store.partial" / PLAN).read_text())
+    assert plan["sources"] == [["a.png", None, None, None]] and "stride" not in plan  # the default grid as before
+    (src / "tumor" / "a.keep").replace(src / "tumor" / "a.png")  # the user fixes the file and reruns
+    store = ingest_folder(cfg)
+    assert len(store) == 6 and set(store.manifest["source"]) == {"a.png"} and store.manifest["label"].isna().all()
+    with pytest.raises(IngestError, match="the destination .* is the source file"):
+        check_source_and_dest(cfg.src, cfg.src)
+    with pytest.raises(IngestError, match="the source file .* is inside the destination"):
+        check_source_and_dest(cfg.src, str(src))
 
 
 def test_csv_labels_groups_and_multichannel_tiff(synthetic_images, tmp_path):

@@ -15,6 +15,7 @@ from sslray.data.ingest_config import IngestConfig
     ({"compression": "gzip"}, "compression must be one of"),
     ({"clip_percentiles": [99, 1]}, "clip_percentiles must be two values"),
     ({"max_pixels": 0}, "max_pixels must be a positive number"),
+    ({"stride": 0}, "stride must be >= 1 pixel"),
     ({"layout": "channel-files", "channel_pattern": "-ch(?P<channel>[0-9]+"}, "is not a valid regex"),
 ])
 def test_bad_settings_are_refused_when_the_config_is_made(bad, message):
@@ -32,6 +33,8 @@ def test_the_reader_is_guessed_from_the_file_name_unless_forced():
 
 
 def test_scaling_and_slide_tiling_carry_the_settings():
-    cfg = IngestConfig(src="src", tile_size=64, float_max=[10.0, 20.0], log1p=True, mpp=0.5, min_tissue=0.1)
+    cfg = IngestConfig(src="src", tile_size=64, float_max=[10.0, 20.0], log1p=True, mpp=0.5, min_tissue=0.1, stride=48)
     assert cfg.scaling.float_max == (10.0, 20.0) and cfg.scaling.log1p
-    assert (cfg.slide_tiling.tile_size, cfg.slide_tiling.mpp, cfg.slide_tiling.min_tissue) == (64, 0.5, 0.1)
+    tiling = cfg.slide_tiling
+    assert (tiling.tile_size, tiling.mpp, tiling.min_tissue, tiling.stride) == (64, 0.5, 0.1, 48)
+    assert IngestConfig(src="src").stride is None and IngestConfig(src="src").slide_tiling.stride is None

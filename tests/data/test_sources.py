@@ -29,6 +29,22 @@ def test_discovery_lists_images_in_path_order_labelled_by_their_folder(tmp_path)
         discover_sources(IngestConfig(src=str(tmp_path / "nowhere")), IngestReport())
 
 
+def test_a_single_file_src_is_the_one_unlabelled_source_named_by_its_file_name(tmp_path):
+    src = rgb_folder(tmp_path)
+    sources = discover_sources(IngestConfig(src=str(src / "tumor" / "a.png")), IngestReport())
+    assert [(s.path, s.rel, s.label) for s in sources] == [(src / "tumor" / "a.png", "a.png", None)]
+    (tmp_path / "notes.txt").write_text("not an image")
+    refused = [({"labels": str(tmp_path / "labels.csv")}, "a.png is a single file: --labels lists files"),
+               ({"layout": "channel-folders"}, "a.png is a single file: layout channel-folders groups")]
+    for settings, message in refused:
+        with pytest.raises(IngestError, match=message):
+            discover_sources(IngestConfig(src=str(src / "tumor" / "a.png"), **settings), IngestReport())
+    with pytest.raises(IngestError, match=r"notes.txt: not an image, slide or HDF5 file.*--format"):
+        discover_sources(IngestConfig(src=str(tmp_path / "notes.txt")), IngestReport())
+    forced = discover_sources(IngestConfig(src=str(tmp_path / "notes.txt"), format="image"), IngestReport())
+    assert [s.rel for s in forced] == ["notes.txt"]
+
+
 def test_magnification_field_pairs_one_field_across_magnifications():
     assert magnification_field("P1/40X/SOB-P1-40-001.png") == (40.0, "P1/SOB-P1-*-001")
     assert magnification_field("P1/100X/SOB-P1-100-001.png") == (100.0, "P1/SOB-P1-*-001")

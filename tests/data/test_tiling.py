@@ -79,6 +79,27 @@ def test_tile_image_cuts_a_grid_and_labels_every_row():
     assert [r["tissue_fraction"] for r in rows] == [1.0, 0, 0, 0, 0, 0]
 
 
+def test_a_stride_below_the_tile_size_overlaps_tiles_and_drops_the_ragged_border():
+    image = np.arange(70 * 100, dtype=np.uint16).reshape(1, 70, 100)
+    tiles, rows = tile_image(image, SourceImage(path=None, rel="a.tif"), 32, stride=16)
+    # x 0..64 (a tile at 80 would end past 100), y 0..32 (48 + 32 > 70): the last 4 and 6 pixels are dropped
+    assert [(r["x"], r["y"]) for r in rows] == [(x, y) for y in (0, 16, 32) for x in (0, 16, 32, 48, 64)]
+    np.testing.assert_array_equal(tiles[6], image[:, 16:48, 16:48])
+    sparse, rows = tile_image(image, SourceImage(path=None, rel="a.tif"), 32, stride=48)
+    assert [(r["x"], r["y"]) for r in rows] == [(0, 0), (48, 0)]
+    default, _ = tile_image(image, SourceImage(path=None, rel="a.tif"), 32, stride=None)
+    np.testing.assert_array_equal(default, tile_image(image, SourceImage(path=None, rel="a.tif"), 32, stride=32)[0])
+
+
+def test_ingest_with_a_stride_stores_the_overlapping_grid(tmp_path):
+    store = ingest_folder(IngestConfig(workers=0, src=str(rgb_folder(tmp_path)), out=str(tmp_path / "s"),
+                                       tile_size=32, stride=16))
+    m = store.manifest
+    assert len(store) == 15 + 9  # a.png 100x70: 5 x 3 origins; b.png 64x64: 3 x 3
+    row = m[(m.source == "normal/b.png") & (m.x == 16) & (m.y == 32)].index[0]
+    np.testing.assert_array_equal(store.read(row, row + 1)[0], read_image(tmp_path / "src" / "normal" / "b.png")[:, 32:, 16:48])
+
+
 def test_tile_source_returns_a_failed_result_naming_the_file_not_an_exception(tmp_path):
     src = rgb_folder(tmp_path)
     (src / "bad.png").write_bytes(b"garbage")

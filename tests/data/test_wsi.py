@@ -29,6 +29,18 @@ def test_tiles_only_tissue_at_the_target_resolution(tmp_path):
     assert tile.shape == (3, 64, 64) and np.abs(tile[:, 8, 8].astype(int) - image[136, 136]).max() <= 2
 
 
+def test_stride_steps_in_target_pixels_so_tiles_overlap_at_level_0(tmp_path):
+    image = _slide(tmp_path / "slide1.tif")
+    store = ingest_folder(IngestConfig(workers=0, src=str(tmp_path / "slide1.tif"), out=str(tmp_path / "s"),
+                                       tile_size=64, stride=32, mpp=1.0, mpp_override=0.5, min_tissue=0.9))
+    m = store.manifest
+    # 128 level-0 px per tile, a step of 32 x 2 = 64: the tiles wholly inside tissue 128..512 start at 128..384
+    assert sorted(set(m["x"])) == sorted(set(m["y"])) == [128, 192, 256, 320, 384] and len(store) == 25
+    assert set(m["source"]) == {"slide1.tif"} and set(m["slide_id"]) == {"slide1"}
+    row = m[(m.x == 192) & (m.y == 256)].index[0]
+    assert np.abs(store.read(row, row + 1)[0][:, 8, 8].astype(int) - image[256 + 16, 192 + 16]).max() <= 2
+
+
 def test_slide_without_resolution_metadata_needs_an_override(tmp_path):
     _slide(tmp_path / "src" / "slide1.tif")
     with pytest.raises(IngestError, match=r"slide1.tif: the slide has no resolution metadata.*--mpp-override"):
