@@ -20,7 +20,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFou
                                                  NotADirectoryError)
 _USER_ERROR_NAMES = "|".join(sorted({c.__name__ for c in USER_ERRORS} | {
     "StoreError", "IngestError", "ImageReadError", "WeightsError", "CheckpointError", "ConfigError", "LabelsError",
-    "OutputError", "IntensityError", "CredentialsError", "TrackingUnreachable"}))
+    "OutputError", "IntensityError", "CredentialsError", "TrackingUnreachable", "EmbedError",
+    "EmbedPlanMismatch"}))
 # A traceback's last line: "sslray.data.store.StoreError: msg" (optionally module-qualified).
 _RAISED_LINE = re.compile(rf"^(?:[\w.]+\.)?(?:{_USER_ERROR_NAMES}): (.+)$", re.M)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

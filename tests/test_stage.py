@@ -124,6 +124,18 @@ def test_a_failed_publication_removes_its_staging_and_leaves_the_destination_unt
     assert (Path(url) / "part-0.parquet").read_bytes() == b"old" and storage.is_complete(url)
 
 
+def test_a_failed_resumable_publication_keeps_its_staging_for_the_rerun_to_go_on_from(tmp_path):
+    url = str(tmp_path / "table")
+    with pytest.raises(RuntimeError, match="killed"), \
+            publishing(url, kind="embeddings", what="embeddings table", resumable=True) as output:
+        Path(output.staging, "part-0.parquet").write_bytes(b"done before the failure")
+        raise RuntimeError("killed")
+    assert not Path(url).exists()
+    with publishing(url, kind="embeddings", what="embeddings table", resumable=True) as output:
+        assert Path(output.staging, "part-0.parquet").read_bytes() == b"done before the failure"
+    assert storage.is_complete(url) and (Path(url) / "part-0.parquet").exists()
+
+
 def test_publishing_refuses_a_finished_output_without_overwrite_before_writing(tmp_path):
     url = str(tmp_path / "table")
     with publishing(url, kind="embeddings", what="embeddings table"):

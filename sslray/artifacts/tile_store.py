@@ -109,6 +109,12 @@ class TileStore:
         return tiles if self.channel_index is None else tiles[:, self.channel_index]
 
 
+def split_at_shards(rows: np.ndarray, shard_tiles: int) -> list[np.ndarray]:
+    """Sorted store rows split where a shard ends: the unit one read (one object) serves."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return [g for g in np.split(rows, np.flatnonzero(np.diff(rows // shard_tiles)) + 1) if len(g)]
+
+
 def manifest_sha256(url: str) -> str:
     """SHA-256 of a store's ``manifest.parquet``: the lineage every checkpoint and MLflow run records."""
     return hashlib.sha256(storage.read_bytes(storage.join(url, MANIFEST))).hexdigest()

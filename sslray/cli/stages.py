@@ -28,17 +28,55 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def embed_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or URL)")
-    p.add_argument("--store", required=True, help="tile store URL")
-    p.add_argument("--out", required=True, help="where to write the embeddings table (parquet)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or URL; `sslray checkpoint "
+                                                        "import` makes one from published weights)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="tile store URL")
+    source.add_argument("--slides", help="embed straight from images, no store: a folder, one file, or a CSV "
+                                         "path[,label,...] (paths relative to the CSV); read and tiled as ingest does")
+    p.add_argument("--out", required=True, help="where to write the embeddings table (parquet, one part per "
+                                                "shard or slide); rerun the same command to resume a killed job")
+    for flag, kind, text in _TILING_FLAGS:
+        p.add_argument(flag, type=kind, help=f"--slides: {text} (as in sslray ingest)")
+    p.add_argument("--empty-below", type=float, help="tiles with a tissue/foreground fraction below this get NaN "
+                                                     "embeddings instead of being encoded (fields without cells)")
+    p.add_argument("--on-error", choices=["stop", "skip"], help="a slide that cannot be read: keep the others and "
+                                                               "stop before publishing (default), or skip it")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace a finished table at --out and discard an interrupted job's partitions")
     add_overrides(p)
+
+
+_TILING_FLAGS = [("--mpp", float, "target microns per pixel"), ("--magnification", float, "target objective power"),
+                 ("--mpp-override", float, "level-0 mpp for slides without metadata"),
+                 ("--tile-size", int, "tile edge in pixels (224)"), ("--stride", int, "tile step in pixels "
+                                                                               "(default: the tile size)"),
+                 ("--min-tissue", float, "minimum tissue fraction of a slide tile (0.25)"),
+                 ("--format", str, "reader: auto, image, slide or hdf5"),
+                 ("--layout", str, "files, channel-folders or channel-files"),
+                 ("--channel-pattern", str, "channel-files: regex with a (?P<channel>...) group"),
+                 ("--foreground-channel", str, "the channel whose foreground is the tile's tissue_fraction"),
+                 ("--labels", str, "CSV path,label[,group][,split] for a folder of images")]
+
+
+def embed_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags given, as ``key=value`` overrides of ``EmbedConfig`` (tiling flags under ``tiling.``)."""
+    given = [f"checkpoint={args.checkpoint}", f"out={args.out}",
+             f"store={args.store}" if args.store else f"slides={args.slides}"]
+    for flag, _, _ in _TILING_FLAGS:
+        key = flag[2:].replace("-", "_")
+        if getattr(args, key) is not None:
+            given.append(f"tiling.{key}={json.dumps(getattr(args, key))}")
+    for key in ("empty_below", "on_error", "overwrite"):
+        if getattr(args, key) is not None:
+            given.append(f"{key}={json.dumps(getattr(args, key))}")
+    return given
 
 
 def run_embed(args: argparse.Namespace) -> int:
     from sslray.infer.embed import EmbedConfig, run_embed
 
-    base = [f"checkpoint={args.checkpoint}", f"store={args.store}", f"out={args.out}"]
-    out = run_embed(load_config(EmbedConfig, None, base + args.overrides))
+    out = run_embed(load_config(EmbedConfig, None, embed_overrides(args) + args.overrides))
     print(f"wrote embeddings to {out}")
     return 0
 

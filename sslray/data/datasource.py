@@ -21,7 +21,7 @@ from ray.data.datasource import Datasource, ReadTask
 from sslray import storage
 from sslray.artifacts.checksums import checked_read
 from sslray.artifacts.store_format import TILES, open_zarr_group
-from sslray.artifacts.tile_store import TileStore
+from sslray.artifacts.tile_store import TileStore, split_at_shards
 from sslray.data.pairs import PairPolicy, make_pairs
 
 
@@ -53,8 +53,7 @@ class TileStoreDatasource(Datasource):
 
     def shard_groups(self) -> list[np.ndarray]:
         """The selected rows, split at shard boundaries: one read task (and one block) each."""
-        shard = self.info.shard_tiles
-        return [g for g in np.split(self.rows, np.flatnonzero(np.diff(self.rows // shard)) + 1) if len(g)]
+        return split_at_shards(self.rows, self.info.shard_tiles)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         groups = self.shard_groups()

@@ -45,6 +45,18 @@ def test_embed_flags_are_config_keys_and_overrides_follow(captured, capsys):
     assert capsys.readouterr().out.strip() == "wrote embeddings to /out/emb"
 
 
+def test_embed_from_slides_takes_ingests_tiling_flags_and_needs_exactly_one_input(captured, capsys):
+    assert main(["embed", "--checkpoint", "/ck", "--slides", "/slides.csv", "--out", "/emb", "--mpp", "0.5",
+                 "--tile-size", "256", "--stride", "128", r"--channel-pattern=-ch(?P<channel>\d+)",
+                 "--empty-below", "0.1", "--on-error", "skip"]) == 0
+    cfg = captured["embed"]
+    assert (cfg.slides, cfg.store, cfg.empty_below, cfg.on_error) == ("/slides.csv", "", 0.1, "skip")
+    assert (cfg.tiling.mpp, cfg.tiling.tile_size, cfg.tiling.stride) == (0.5, 256, 128)
+    assert cfg.tiling.channel_pattern == r"-ch(?P<channel>\d+)"  # a regex stays text
+    with pytest.raises(SystemExit):
+        main(["embed", "--checkpoint", "/ck", "--store", "/st", "--slides", "/s", "--out", "/emb"])
+
+
 def test_evaluate_takes_the_table_and_prints_the_scores(captured, capsys):
     assert main(["evaluate", "--embeddings", "/emb", "c_grid=[0.1,1.0]", "seed=3"]) == 0
     cfg = captured["evaluate"]

@@ -1,26 +1,28 @@
-"""``sslray embed``'s glue: the encoder path, the channel choice and the run's lifecycle.
+"""``sslray embed``: the run's lifecycle, exactly-once partitions, resume, failures by name.
 
-Ray is replaced by an in-process dataset that runs the same ``Embedder`` over the store, so the
-lifecycle (tracked run, atomic publication, failure) is tested without a cluster; the real
-Ray Data run is in tests/test_pipeline.py.
+Most tests replace the Ray pipeline by an in-process one that runs the same readers and the
+same ``Embedder`` (``_in_process``), so lifecycle and resume are tested without a cluster; the
+real Ray Data runs, and a job killed with SIGKILL and rerun, are in tests/infer/test_stream.py.
 """
 
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from sslray import storage
 from sslray.artifacts.embeddings import carried_columns
 from sslray.artifacts.selection import Selection
-from sslray.config import from_dict
-from sslray.infer import embed
-from sslray.infer.embed import EmbedConfig, Embedder, encode, run_embed
-
-TINY_VIT = {"name": "vit_tiny_patch16_224", "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}}
+from sslray.artifacts.tile_store import TileStore
+from sslray.data.ingest_config import IngestConfig
+from sslray.infer import embed, stream
+from sslray.infer.embed import EmbedConfig, EmbedError, run_embed
+from sslray.infer.encoder import Embedder
+from sslray.infer.partitions import EmbedPlanMismatch
+from sslray.infer.units import read_unit
 
 
 @pytest.fixture(autouse=True)
@@ -29,43 +31,43 @@ def _no_outside_tracking(monkeypatch):
     monkeypatch.delenv("SSLRAY_PARENT_RUN_ID", raising=False)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_store, tmp_path_factory) -> str:
-    """An untrained tiny ViT saved in the checkpoint format (two channels, 32 px)."""
-    from sslray.quickstart.pipeline import save_random_init
-    from sslray.train.config import PretrainConfig
-
-    cfg = from_dict(PretrainConfig, {"store": tiny_store.url, "model": TINY_VIT, "method": {
-        "name": "dino", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,
-        "views": {"global_size": 32, "local_size": 16, "n_local": 2}}})
-    url = str(tmp_path_factory.mktemp("ckpt") / "random_init")
-    save_random_init(cfg, tiny_store, url)
-    return url
-
-
-class _InProcess:
-    """What ``_embedded`` hands back, without Ray: one ``Embedder`` over the whole store."""
-
-    def __init__(self, cfg: EmbedConfig, store, fail: bool = False) -> None:
-        self.cfg, self.store, self.fail = cfg, store, fail
-
-    def write_parquet(self, path: str) -> None:
-        manifest = self.store.manifest_table
-        batch = {c: manifest.column(c).to_numpy(zero_copy_only=False)
-                 for c in carried_columns(manifest.column_names)}
-        batch["image"] = self.store.read(0, len(self.store))
-        Path(path, "part-0.parquet").write_bytes(b"")  # something in staging before the failure
-        if self.fail:
-            raise RuntimeError("an actor died")
-        pq.write_table(Embedder(self.cfg.checkpoint, self.cfg.l2_normalize)(batch), f"{path}/part-0.parquet")
-
-
 @pytest.fixture
 def in_process(monkeypatch):
+    """The pipeline without Ray; ``state["die_after"]`` kills it after that many units were read."""
     monkeypatch.setattr("sslray.runtime.ensure_ray", lambda: None)
-    state = {"fail": False}
-    monkeypatch.setattr(embed, "_embedded", lambda cfg, store: _InProcess(cfg, store, state["fail"]))
+    state = {"die_after": None, "units_read": []}
+
+    def died(unit: int) -> None:
+        if state["die_after"] is not None and len(state["units_read"]) >= state["die_after"]:
+            raise RuntimeError("the node was pre-empted")
+        state["units_read"].append(unit)
+
+    def store_blocks(store, groups, todo, actors):
+        embedder = Embedder(actors.checkpoint, actors.l2_normalize, actors.empty_below)
+        for unit in todo:
+            died(unit)
+            view = TileStore(store.url, store.info, store.store_manifest, groups[unit], store.channel_index)
+            batch = {c: view.manifest_table.column(c).to_numpy(zero_copy_only=False)
+                     for c in carried_columns(view.manifest_table.column_names)}
+            yield stream.tag_store_block(embedder({**batch, "image": view.read(0, len(view))}), groups)
+
+    def source_blocks(sources, todo, tiling, schema, channels, staging, actors):
+        embedder = Embedder(actors.checkpoint, actors.l2_normalize, actors.empty_below)
+        for unit in reversed(todo):  # in any order
+            died(unit)
+            for batch in read_unit(unit, sources[unit], tiling, schema, channels, staging):
+                yield embedder(batch)
+
+    monkeypatch.setattr(stream, "store_blocks", store_blocks)
+    monkeypatch.setattr(stream, "source_blocks", source_blocks)
     return state
+
+
+def _sources_cfg(synthetic_images, checkpoint, out: Path, **kw) -> EmbedConfig:
+    root, labels = synthetic_images
+    tiling = IngestConfig(tile_size=64, labels=str(labels), channels=["DNA", "cytoplasm"])
+    return EmbedConfig(checkpoint=checkpoint, slides=str(root), tiling=tiling, out=str(out), run_dir=str(out.parent),
+                       progress_every_s=3600, **kw)
 
 
 def _runs(run_dir: Path) -> dict:
@@ -73,30 +75,104 @@ def _runs(run_dir: Path) -> dict:
     return {r.info.run_name: r for r in client.search_runs(client.get_experiment_by_name("sslray").experiment_id)}
 
 
-def test_the_table_is_published_and_its_run_named_by_the_output(in_process, tiny_store, checkpoint, tmp_path):
+def test_a_store_is_published_with_one_partition_per_shard_and_its_run_named_by_the_output(
+        in_process, tiny_store, checkpoint, tmp_path):
     cfg = EmbedConfig(checkpoint=checkpoint, store=tiny_store.url, out=str(tmp_path / "embeddings" / "ssl"),
-                      run_dir=str(tmp_path))
+                      run_dir=str(tmp_path), progress_every_s=3600)
     assert run_embed(cfg) == cfg.out and storage.is_complete(cfg.out)
     table = pq.read_table(cfg.out)
     info = storage.read_json(f"{cfg.out}/_SUCCESS")
-    assert table.num_rows == len(tiny_store) and info["dim"] == 32
+    assert table.column("tile_id").to_pylist() == list(range(len(tiny_store))) and info["dim"] == 32
     assert info["per_channel"] is False and info["channels"] == ["DNA", "cytoplasm"]  # what profile names blocks by
+    assert info["n_rows"] == len(tiny_store) and info["n_partitions"] == len(list(Path(cfg.out).glob("part-*")))
     run = _runs(tmp_path)["embed ssl"]
     assert run.info.status == "FINISHED" and run.data.metrics["n_rows"] == len(tiny_store)
     assert run.data.tags["sslray.stage"] == "embed" and run.data.tags["sslray.embeddings"] == cfg.out
 
 
-def test_a_failed_embedding_leaves_no_staging_keeps_the_old_table_and_fails_its_run(in_process, tiny_store,
-                                                                                   checkpoint, tmp_path):
+def test_slides_and_fields_embed_straight_from_files_one_partition_each(in_process, synthetic_images, checkpoint,
+                                                                       tiny_store, tmp_path):
+    cfg = _sources_cfg(synthetic_images, checkpoint, tmp_path / "emb")
+    run_embed(cfg)
+    table = pq.read_table(cfg.out)
+    assert len(list(Path(cfg.out).glob("part-*.parquet"))) == 24 and table.num_rows == len(tiny_store)
+    assert table.column("image_id").to_pylist() == tiny_store.manifest_table.column("image_id").to_pylist()
+    assert table.column("label").to_pylist() == tiny_store.manifest_table.column("label").to_pylist()
+    info = storage.read_json(f"{cfg.out}/_SUCCESS")
+    assert info["channels"] == ["DNA", "cytoplasm"] and info["skipped"] == [] and info["n_rows"] == 96
+
+
+def test_a_job_that_died_resumes_embedding_only_the_missing_partitions_exactly_once(
+        in_process, synthetic_images, checkpoint, tmp_path):
+    reference = pq.read_table(run_embed(_sources_cfg(synthetic_images, checkpoint, tmp_path / "whole")))
+    in_process["units_read"].clear()
+    in_process["die_after"] = 10
+    cfg = _sources_cfg(synthetic_images, checkpoint, tmp_path / "emb")
+    with pytest.raises(RuntimeError, match="pre-empted"):
+        run_embed(cfg)
+    assert not Path(cfg.out).exists()  # nothing visible
+    first = list(in_process["units_read"])
+    in_process.update(die_after=None, units_read=[])
+    run_embed(cfg)
+    assert sorted(in_process["units_read"]) == sorted(set(range(24)) - set(first))  # only the missing ones
+    table = pq.read_table(cfg.out)
+    assert table.drop_columns(["embedding"]).equals(reference.drop_columns(["embedding"]))
+    np.testing.assert_allclose(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+                               np.stack(reference.column("embedding").to_numpy(zero_copy_only=False)), atol=1e-6)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    finished = [r for r in client.search_runs(client.get_experiment_by_name("sslray").experiment_id)
+                if r.info.run_name == "embed emb" and r.info.status == "FINISHED"]
+    assert [r.data.metrics["n_resumed"] for r in finished] == [len(first)]
+
+
+def test_a_finished_job_rerun_is_a_no_op_and_another_jobs_partitions_are_refused(in_process, synthetic_images,
+                                                                                 checkpoint, tmp_path):
+    cfg = _sources_cfg(synthetic_images, checkpoint, tmp_path / "emb")
+    run_embed(cfg)
+    in_process["units_read"].clear()
+    assert run_embed(cfg) == cfg.out and in_process["units_read"] == []
+    in_process["die_after"] = 3
+    other = _sources_cfg(synthetic_images, checkpoint, tmp_path / "other")
+    with pytest.raises(RuntimeError):
+        run_embed(other)
+    in_process["die_after"] = None
+    with pytest.raises(EmbedPlanMismatch, match="different embedding job.*l2_normalize"):
+        run_embed(_sources_cfg(synthetic_images, checkpoint, tmp_path / "other", l2_normalize=False))
+
+
+def test_unreadable_sources_are_named_the_rest_kept_and_skip_publishes_without_them(
+        in_process, synthetic_images, checkpoint, tmp_path):
+    root, labels = synthetic_images
+    shutil_copy = tmp_path / "copy"  # a folder of its own: the broken file must not join the shared fixture
+    shutil.copytree(root, shutil_copy)
+    (shutil_copy / "round" / "round_000.tif").write_bytes(b"truncated")
+    cfg = _sources_cfg((shutil_copy, labels), checkpoint, tmp_path / "emb")
+    with pytest.raises(EmbedError, match=r"(?s)1 of 24 input\(s\).*round_000.tif: cannot decode"):
+        run_embed(cfg)
+    in_process["units_read"].clear()
+    run_embed(_sources_cfg((shutil_copy, labels), checkpoint, tmp_path / "emb", on_error="skip"))
+    assert in_process["units_read"] == [next(i for i, s in enumerate(sorted_rel(shutil_copy, labels))
+                                             if s.endswith("round_000.tif"))]
+    info = storage.read_json(f"{cfg.out}/_SUCCESS")
+    assert [Path(s["source"]).name for s in info["skipped"]] == ["round_000.tif"] and info["n_rows"] == 92
+
+
+def sorted_rel(root: Path, labels: Path) -> list[str]:
+    from sslray.data.sources import IngestReport, discover_sources
+
+    return [s.rel for s in discover_sources(IngestConfig(src=str(root), labels=str(labels)), IngestReport())]
+
+
+def test_a_failed_run_keeps_the_old_table_and_fails_its_run(in_process, tiny_store, checkpoint, tmp_path):
     out = tmp_path / "tables" / "emb"
     cfg = EmbedConfig(checkpoint=checkpoint, store=tiny_store.url, out=str(out), run_dir=str(tmp_path), name="first")
     run_embed(cfg)
     before = pq.read_table(out)
-    in_process["fail"] = True
-    with pytest.raises(RuntimeError, match="an actor died"):
+    in_process["die_after"] = 0
+    with pytest.raises(RuntimeError, match="pre-empted"):
         run_embed(EmbedConfig(checkpoint=checkpoint, store=tiny_store.url, out=str(out), run_dir=str(tmp_path),
                               overwrite=True, name="second"))
-    assert [p.name for p in out.parent.iterdir()] == ["emb"] and pq.read_table(out).equals(before)
+    assert pq.read_table(out).equals(before)
     runs = _runs(tmp_path)
     assert runs["embed first"].info.status == "FINISHED" and runs["embed second"].info.status == "FAILED"
 
@@ -110,6 +186,15 @@ def test_a_destination_it_did_not_write_is_refused_before_any_work(in_process, t
     assert (tmp_path / "emb" / "notes.txt").read_text() == "keep" and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_slide_list_naming_missing_files_is_refused_naming_them(in_process, synthetic_images, checkpoint,
+                                                                 tmp_path):
+    listing = tmp_path / "slides.csv"
+    listing.write_text("path,label\nnot_there.svs,a\n")
+    with pytest.raises(ValueError, match="not_there.svs"):
+        run_embed(EmbedConfig(checkpoint=checkpoint, slides=str(listing), out=str(tmp_path / "emb"),
+                              run_dir=str(tmp_path)))
+
+
 def test_the_checkpoints_channels_are_picked_by_name_and_a_mismatch_is_named(tiny_store, checkpoint):
     from sslray.artifacts.checkpoint import read_meta
 
@@ -120,16 +205,8 @@ def test_the_checkpoints_channels_are_picked_by_name_and_a_mismatch_is_named(tin
         embed._select(tiny_store, Selection(channels=["DNA"]), meta, checkpoint)
 
 
-def test_a_per_channel_checkpoint_encodes_each_channel_as_its_own_image():
-    meta = SimpleNamespace(scale=255.0, image_size=8, per_channel=True, mean=[0.0], std=[1.0])
-    images = torch.stack([torch.full((3, 8, 8), v) for v in (0.0, 51.0)]).to(torch.uint8)
-    images[:, 1] = 255
-    features = encode(lambda x: x.mean(dim=(1, 2, 3)).unsqueeze(1), images, meta, torch.device("cpu"))
-    assert features.shape == (2, 3)
-    torch.testing.assert_close(features, torch.tensor([[0.0, 1.0, 0.0], [0.2, 1.0, 0.2]]))
-
-
-@pytest.mark.parametrize("bad", [{"checkpoint": ""}, {"store": ""}, {"out": ""}, {"batch_size": 0}])
+@pytest.mark.parametrize("bad", [{"checkpoint": ""}, {"store": ""}, {"out": ""}, {"batch_size": 0},
+                                 {"slides": "x"}, {"empty_below": 2.0}, {"on_error": "retry"}])
 def test_missing_inputs_and_bad_sizes_are_refused(bad):
     with pytest.raises(ValueError):
         EmbedConfig(**{"checkpoint": "c", "store": "s", "out": "o", **bad})
