@@ -65,6 +65,9 @@ def read_unit(unit: int, source: SourceImage, tiling: IngestConfig, schema: pa.S
         message, path = str(err), str(source.path)
         record_count(staging, unit, UnitCount(n, message if message.startswith(path) else f"{path}: {message}"))
         return
+    except Exception as err:  # noqa: BLE001  readers raise anything on a corrupt file (tifffile: IndexError)
+        record_count(staging, unit, UnitCount(n, f"{source.path}: cannot be read ({type(err).__name__}: {err})"))
+        return
     record_count(staging, unit, UnitCount(n, channels=fed))
 
 

@@ -19,3 +19,30 @@ def checkpoint(tiny_store, tmp_path_factory) -> str:
     url = str(tmp_path_factory.mktemp("ckpt") / "random_init")
     save_random_init(cfg, tiny_store, url)
     return url
+
+
+def _save_tiny_vit(url: str, in_chans: int, per_channel: bool, channels: list[str]) -> str:
+    import torch
+
+    from sslray.artifacts.checkpoint import save_checkpoint
+    from sslray.models.backbones import BackboneConfig, create_backbone
+
+    torch.manual_seed(0)
+    encoder = create_backbone(BackboneConfig(**TINY_VIT), in_chans)
+    n = 1 if per_channel else in_chans
+    save_checkpoint(url, encoder, {"model": TINY_VIT, "in_chans": in_chans, "image_size": 32, "scale": 255.0,
+                                   "mean": [0.5] * n, "std": [0.25] * n, "method": "random_init",
+                                   "per_channel": per_channel, "embed_dim": 32, "channels": channels})
+    return url
+
+
+@pytest.fixture(scope="session")
+def rgb_checkpoint(tmp_path_factory) -> str:
+    """An untrained tiny ViT for RGB slides (32 px input: slide tiles are resized to it)."""
+    return _save_tiny_vit(str(tmp_path_factory.mktemp("ckpt") / "rgb"), 3, False, [])
+
+
+@pytest.fixture(scope="session")
+def per_channel_checkpoint(tmp_path_factory) -> str:
+    """An untrained channel-agnostic tiny ViT: any number of channels, one 32-d block each."""
+    return _save_tiny_vit(str(tmp_path_factory.mktemp("ckpt") / "per_channel"), 1, True, [])

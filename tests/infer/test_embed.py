@@ -210,3 +210,23 @@ def test_the_checkpoints_channels_are_picked_by_name_and_a_mismatch_is_named(tin
 def test_missing_inputs_and_bad_sizes_are_refused(bad):
     with pytest.raises(ValueError):
         EmbedConfig(**{"checkpoint": "c", "store": "s", "out": "o", **bad})
+
+
+@pytest.mark.realdata
+def test_a_multiplexed_qptiff_embeds_per_channel_with_overlapping_tiles_and_nan_rows_where_no_cells(
+        in_process, test_data, per_channel_checkpoint, tmp_path):
+    qptiff = test_data / "multiplex" / "small_vectra.qptiff"
+    tiling = IngestConfig(tile_size=256, stride=128, channels=["DAPI", "FITC", "Cy3"], foreground_channel="DAPI")
+    cfg = EmbedConfig(checkpoint=per_channel_checkpoint, slides=str(qptiff), tiling=tiling, out=str(tmp_path / "emb"),
+                      empty_below=0.05, run_dir=str(tmp_path), progress_every_s=3600)
+    table = pq.read_table(run_embed(cfg))
+    info = storage.read_json(f"{cfg.out}/_SUCCESS")
+    assert info["channels"] == ["DAPI", "FITC", "Cy3"] and info["dim"] == 3 * 32  # one block per channel
+    assert table.num_rows == ((1440 - 256) // 128 + 1) * ((1920 - 256) // 128 + 1)  # every overlapping tile
+    vectors, fraction = _vectors(table), table.column("tissue_fraction").to_numpy()
+    assert np.isnan(vectors[fraction < 0.05]).all() and not np.isnan(vectors[fraction >= 0.05]).any()
+    assert 0 < (fraction < 0.05).sum() < table.num_rows
+
+
+def _vectors(table) -> np.ndarray:
+    return np.stack(table.column("embedding").to_numpy(zero_copy_only=False))

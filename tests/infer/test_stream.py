@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,28 @@ def test_a_job_killed_with_sigkill_resumes_and_finishes_exactly_once(ray_session
     rows = table.drop_columns(["embedding"]).to_pandas()
     assert rows.equals(reference.drop_columns(["embedding"]).to_pandas())  # (pandas: missing mpp equals missing)
     np.testing.assert_allclose(_vectors(table), _vectors(reference), atol=1e-5)
+
+
+@pytest.mark.realdata
+def test_the_cmu_slide_embeds_straight_from_the_file_and_a_slide_that_does_not_open_is_named(
+        ray_session, test_data, rgb_checkpoint, tmp_path):
+    from sslray.data.sources import SourceImage
+    from sslray.data.tiling import source_tiles
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(test_data / "wsi" / "CMU-1-Small-Region.svs", slides)
+    (slides / "broken.svs").write_bytes(b"II*\x00" + b"\x00" * 64)  # a TIFF header and nothing else
+    tiling = IngestConfig(tile_size=224, mpp=0.5, min_tissue=0.25)
+    cfg = EmbedConfig(checkpoint=rgb_checkpoint, slides=str(slides), tiling=tiling, out=str(tmp_path / "emb"),
+                      batch_size=32, run_dir=str(tmp_path), progress_every_s=3600)
+    with pytest.raises(ValueError, match=r"(?s)1 of 2 input\(s\).*broken.svs"):
+        run_embed(cfg)
+    out = run_embed(replace(cfg, on_error="skip"))  # the CMU partition was kept: only broken.svs is retried
+    table = pq.read_table(out)
+    cmu = SourceImage(slides / "CMU-1-Small-Region.svs", "CMU-1-Small-Region.svs")
+    expected = sum(len(rows) for _, rows, _ in source_tiles(cmu, tiling, tiling.scaling))  # what ingest would store
+    assert table.num_rows == expected > 20 and set(table.column("slide_id").to_pylist()) == {"CMU-1-Small-Region"}
+    assert np.allclose(table.column("mpp").to_numpy(), 0.5, atol=0.01) and _vectors(table).shape[1] == 32
+    info = storage.read_json(f"{out}/_SUCCESS")
+    assert [Path(s["source"]).name for s in info["skipped"]] == ["broken.svs"]

@@ -58,3 +58,14 @@ def test_a_file_that_cannot_be_read_is_a_recorded_failure_not_an_exception(tmp_p
                               ChannelPlan(None, None), staging))
     count = partitions.read_count(staging, 0)
     assert count.n_tiles == 0 and str(bad) in count.error
+
+
+def test_any_error_a_reader_raises_on_a_corrupt_file_fails_only_that_unit(monkeypatch, field, tmp_path):
+    def corrupt(*_):
+        raise IndexError("index 0 out of range(0)")  # what tifffile raises for a TIFF without pages
+        yield
+
+    monkeypatch.setattr("sslray.infer.units.source_tiles", corrupt)
+    staging = str(tmp_path / "staging")
+    assert not list(read_unit(0, field, IngestConfig(), row_schema([field], False), ChannelPlan(None, None), staging))
+    assert partitions.read_count(staging, 0).error == f"{field.path}: cannot be read (IndexError: index 0 out of range(0))"
