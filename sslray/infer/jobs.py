@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from sslray import storage
 from sslray.artifacts.checkpoint import ENCODER_FILE, CheckpointMeta
 from sslray.artifacts.embeddings import CHECKPOINT, carried_columns
 from sslray.artifacts.tile_store import TileStore, manifest_sha256, split_at_shards
@@ -27,6 +28,7 @@ from sslray.credentials import redact
 from sslray.data.ingest_config import IngestConfig
 from sslray.data.sources import IngestError, IngestReport, SourceImage, discover_sources
 from sslray.infer import partitions
+from sslray.infer.remote import remote_sources
 from sslray.infer.units import ChannelPlan, row_schema
 
 if TYPE_CHECKING:
@@ -103,12 +105,16 @@ class SourceJob:
     meta: CheckpointMeta
     report: IngestReport
     slides: str
+    base: str | None = None  # the sources are on object storage under this URL
 
     @classmethod
     def make(cls, cfg: EmbedConfig, meta: CheckpointMeta) -> SourceJob:
         tiling = source_tiling(cfg)
-        report = IngestReport()
-        sources = discover_sources(tiling, report)
+        report, base = IngestReport(), None
+        if storage.is_remote(cfg.slides):
+            base, sources = remote_sources(cfg.slides)
+        else:
+            sources = discover_sources(tiling, report)
         if not sources:
             raise IngestError(f"{cfg.slides}: no slides or images found")
         rows = row_schema(sources, slides=any(tiling.reader_for(s.path) == "slide" for s in sources))
@@ -118,7 +124,7 @@ class SourceJob:
         plan = {**_common_plan(cfg, meta), "slides": redact(cfg.slides), "tiling": json.loads(json.dumps(settings)),
                 "sources_sha256": _sources_digest(sources), "n_units": len(sources)}
         dim = _dim(meta, channels.count) if channels.count else meta.embed_dim or 0
-        return cls(sources, tiling, channels, plan, output_schema(rows, dim), meta, report, cfg.slides)
+        return cls(sources, tiling, channels, plan, output_schema(rows, dim), meta, report, cfg.slides, base)
 
     @property
     def n_units(self) -> int:
@@ -132,13 +138,15 @@ class SourceJob:
         return None
 
     def unit_name(self, unit: int) -> str:
-        return str(self.sources[unit].path)
+        source = self.sources[unit]
+        return str(source.path) if self.base is None else storage.join(self.base, source.rel)
 
     def blocks(self, todo: list[int], staging: str, actors: Actors):
         from sslray.infer.stream import source_blocks
 
         row_columns = pa.schema([f for f in self.schema if f.name not in (EMBEDDING, CHECKPOINT)])
-        return source_blocks(self.sources, todo, self.tiling, row_columns, self.channels_plan, staging, actors)
+        return source_blocks(self.sources, todo, self.tiling, row_columns, self.channels_plan, staging, actors,
+                             self.base)
 
     def input_info(self) -> dict[str, Any]:
         return {"slides": self.slides, "skipped_at_discovery": self.report.skipped}
@@ -148,7 +156,7 @@ def source_tiling(cfg: EmbedConfig) -> IngestConfig:
     """Ingest's settings pointed at ``cfg.slides``: a folder, one file, or a CSV listing files
     (``path[,label,...]``, paths relative to the CSV's folder, as ingest's labels CSV)."""
     slides = Path(cfg.slides)
-    if slides.suffix.lower() == ".csv":
+    if slides.suffix.lower() == ".csv" and not storage.is_remote(cfg.slides):
         return replace(cfg.tiling, src=str(slides.parent), labels=str(slides), on_error=cfg.on_error)
     return replace(cfg.tiling, src=str(slides), on_error=cfg.on_error)
 

@@ -58,13 +58,13 @@ def tag_store_block(block: pa.Table, groups: list[np.ndarray]) -> pa.Table:
 
 
 def source_blocks(sources: list[SourceImage], todo: list[int], tiling: IngestConfig, schema: pa.Schema,
-                  channels: ChannelPlan, staging: str, actors: Actors) -> Iterator[pa.Table]:
+                  channels: ChannelPlan, staging: str, actors: Actors, base: str | None = None) -> Iterator[pa.Table]:
     """Embedded blocks of the sources ``todo``: one read task per source, tiles read in the task."""
     import ray
 
     def read(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for unit in batch["unit"]:
-            yield from read_unit(int(unit), sources[int(unit)], tiling, schema, channels, staging)
+            yield from read_unit(int(unit), sources[int(unit)], tiling, schema, channels, staging, base)
 
     items = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=max(1, len(todo)))
     dataset = items.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1)

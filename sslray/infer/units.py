@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from sslray import storage
 from sslray.data.ingest_config import IngestConfig
 from sslray.data.intensity import IntensityError
 from sslray.data.readers import ImageReadError
@@ -22,6 +23,7 @@ from sslray.data.sources import IngestError, SourceImage
 from sslray.data.tiling import source_tiles
 from sslray.infer.collect import INDEX, UNIT
 from sslray.infer.partitions import UnitCount, record_count
+from sslray.infer.remote import fetched
 
 INTS = ("x", "y", "level")
 FLOATS = ("mpp", "tissue_fraction")
@@ -53,22 +55,31 @@ def row_schema(sources: list[SourceImage], slides: bool) -> pa.Schema:
 
 
 def read_unit(unit: int, source: SourceImage, tiling: IngestConfig, schema: pa.Schema, channels: ChannelPlan,
-              staging: str) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of one source's tiles with their rows, then its count (or its failure) recorded."""
+              staging: str, base: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of one source's tiles with their rows, then its count (or its failure) recorded.
+    ``base``: the sources are on object storage under this URL (fetched one at a time)."""
     n, fed = 0, ()
+    name = str(source.path) if base is None else storage.join(base, source.rel)
+    local: SourceImage | None = None
     try:
-        for tiles, rows, names in source_tiles(source, tiling, tiling.scaling):
-            tiles, fed = _fed_channels(tiles, names, channels, source)
-            yield _batch(unit, n, tiles, rows, schema)
-            n += len(tiles)
-    except (ImageReadError, IngestError, IntensityError) as err:
-        message, path = str(err), str(source.path)
-        record_count(staging, unit, UnitCount(n, message if message.startswith(path) else f"{path}: {message}"))
-        return
-    except Exception as err:  # noqa: BLE001  readers raise anything on a corrupt file (tifffile: IndexError)
-        record_count(staging, unit, UnitCount(n, f"{source.path}: cannot be read ({type(err).__name__}: {err})"))
+        with fetched(source, base) as local:
+            for tiles, rows, names in source_tiles(local, tiling, tiling.scaling):
+                tiles, fed = _fed_channels(tiles, names, channels, source)
+                yield _batch(unit, n, tiles, rows, schema)
+                n += len(tiles)
+    except Exception as err:  # readers raise anything on a corrupt file (tifffile: IndexError)
+        record_count(staging, unit, UnitCount(n, _reason(err, name, local)))
         return
     record_count(staging, unit, UnitCount(n, channels=fed))
+
+
+def _reason(err: Exception, name: str, local: SourceImage | None) -> str:
+    """Why a source failed, named by its path or URL (never by a temporary copy's path)."""
+    known = isinstance(err, ImageReadError | IngestError | IntensityError)
+    message = str(err) if known else f"cannot be read ({type(err).__name__}: {err})"
+    if local is not None:
+        message = message.replace(str(local.path), name)
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 def _fed_channels(tiles: np.ndarray, names: list[str], plan: ChannelPlan, source: SourceImage

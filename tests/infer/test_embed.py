@@ -51,11 +51,11 @@ def in_process(monkeypatch):
                      for c in carried_columns(view.manifest_table.column_names)}
             yield stream.tag_store_block(embedder({**batch, "image": view.read(0, len(view))}), groups)
 
-    def source_blocks(sources, todo, tiling, schema, channels, staging, actors):
+    def source_blocks(sources, todo, tiling, schema, channels, staging, actors, base=None):
         embedder = Embedder(actors.checkpoint, actors.l2_normalize, actors.empty_below)
         for unit in reversed(todo):  # in any order
             died(unit)
-            for batch in read_unit(unit, sources[unit], tiling, schema, channels, staging):
+            for batch in read_unit(unit, sources[unit], tiling, schema, channels, staging, base):
                 yield embedder(batch)
 
     monkeypatch.setattr(stream, "store_blocks", store_blocks)
@@ -230,3 +230,24 @@ def test_a_multiplexed_qptiff_embeds_per_channel_with_overlapping_tiles_and_nan_
 
 def _vectors(table) -> np.ndarray:
     return np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+
+
+def test_slides_on_object_storage_embed_into_a_table_on_object_storage_and_resume_there(
+        in_process, s3_server, synthetic_images, checkpoint, tmp_path):
+    root, _ = synthetic_images
+    for path in sorted(root.glob("*/*.tif"))[:6]:
+        storage.write_bytes(f"{s3_server}/slides-in/{path.parent.name}/{path.name}", path.read_bytes())
+    tiling = IngestConfig(tile_size=64, channels=["DNA", "cytoplasm"])
+    cfg = EmbedConfig(checkpoint=checkpoint, slides=f"{s3_server}/slides-in", tiling=tiling,
+                      out=f"{s3_server}/emb-out", run_dir=str(tmp_path), progress_every_s=3600)
+    in_process["die_after"] = 2
+    with pytest.raises(RuntimeError, match="pre-empted"):
+        run_embed(cfg)
+    assert not storage.is_complete(cfg.out)  # partitions in place, but no _SUCCESS: readers refuse it
+    in_process.update(die_after=None, units_read=[])
+    run_embed(cfg)
+    assert len(in_process["units_read"]) == 4 and storage.is_complete(cfg.out)
+    from sslray.artifacts.embeddings import EmbeddingsTable
+
+    table = EmbeddingsTable.read(cfg.out).table
+    assert table.num_rows == 6 * 4 and table.column("source").to_pylist()[0].endswith(".tif")
