@@ -109,17 +109,20 @@ def pipeline_run(cfg: TrackingConfig, run_dir: str, *, name: str, input: str,
 
 
 @contextmanager
-def publishing(url: str, *, kind: str, what: str, overwrite: bool = False,
-               resumable: bool = False) -> Iterator[Publication]:
+def publishing(url: str, *, kind: str, what: str, overwrite: bool = False, resumable: bool = False,
+               keep_partial: bool = False) -> Iterator[Publication]:
     """Write an output atomically: the destination rules of docs/security.md are checked first,
     the output is built in staging, and published only if the block succeeds. On failure the
     staging is removed and the destination is left as it was.
 
     ``resumable``: the staging location is fixed and kept on failure, so a rerun of the same
-    job finds what this one finished (ingest's parts, embed's partitions) and goes on from it.
+    job finds what this one finished (ingest's parts, embed's partitions) and goes on from it;
+    ``keep_partial`` keeps that state even with ``overwrite`` (the caller knows it is the same job's).
     """
-    begin = storage.begin_resumable_output if resumable else storage.begin_output
-    staging = begin(url, overwrite, what=what, kind=kind)
+    if resumable:
+        staging = storage.begin_resumable_output(url, overwrite, what=what, kind=kind, keep_partial=keep_partial)
+    else:
+        staging = storage.begin_output(url, overwrite, what=what, kind=kind)
     publication = Publication(url, staging)
     try:
         yield publication

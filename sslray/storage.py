@@ -227,23 +227,32 @@ def begin_output(url: str, overwrite: bool = False, what: str = "output", kind: 
     return staging
 
 
-def begin_resumable_output(url: str, overwrite: bool = False, what: str = "output", kind: str | None = None) -> str:
+def begin_resumable_output(url: str, overwrite: bool = False, what: str = "output", kind: str | None = None,
+                           keep_partial: bool = False) -> str:
     """Like ``begin_output``, but the staging location is fixed, so a rerun finds what an
-    interrupted run left there. ``overwrite`` also discards that partial state."""
+    interrupted run left there. ``overwrite`` also discards that partial state, unless
+    ``keep_partial`` (the caller has checked it belongs to the same job: resume it, and replace
+    only a finished output at ``url``)."""
     kind = kind or what.replace(" ", "_")
     check_destination(url, kind, what, overwrite)
+    staging = resumable_staging(url)
     if is_remote(url):
-        staging = url
-        if overwrite:
+        if overwrite and (not keep_partial or is_complete(url)):
             _clear_remote(url)
     else:
-        parent, name = os.path.split(local_path(url))
-        os.makedirs(parent, exist_ok=True)
-        staging = os.path.join(parent, f".{name}.partial")
-        if overwrite:
+        os.makedirs(os.path.dirname(staging), exist_ok=True)
+        if overwrite and not keep_partial:
             remove(staging)
     write_json(join(staging, WRITING_MARKER), {"kind": kind})
     return staging
+
+
+def resumable_staging(url: str) -> str:
+    """Where a resumable output is built: a fixed hidden sibling locally, in place on object storage."""
+    if is_remote(url):
+        return url
+    parent, name = os.path.split(local_path(url))
+    return os.path.join(parent, f".{name}.partial")
 
 
 def _clear_remote(url: str) -> None:

@@ -100,7 +100,7 @@ def run_embed(cfg: EmbedConfig) -> str:
     with tracked_run(cfg.tracking, cfg.run_dir, stage="embed", input=cfg.name or input_name(cfg.out),
                      config=to_dict(cfg), tags=tags) as run, \
             publishing(cfg.out, kind="embeddings", what="embeddings table", overwrite=cfg.overwrite,
-                       resumable=True) as output:
+                       resumable=True, keep_partial=partitions.is_partial_of(cfg.out, job.plan)) as output:
         started = time.perf_counter()
         done = partitions.check_plan(output.staging, job.plan, cfg.out)
         todo = [u for u in range(job.n_units) if u not in done]

@@ -77,6 +77,15 @@ def check_plan(staging: str, plan: dict[str, Any], out: str) -> set[int]:
     return set()
 
 
+def is_partial_of(url: str, plan: dict[str, Any]) -> bool:
+    """An unfinished table of this very job waits at ``url``'s staging: even ``--overwrite``
+    resumes it (rerunning the same command after a kill must not start over)."""
+    staging = storage.resumable_staging(url)
+    if storage.is_complete(staging) and staging == url:
+        return False  # on object storage a finished table, not a partial one, is in place
+    return recorded_plan(staging) == plan and bool(committed_units(staging))
+
+
 def committed_units(staging: str) -> set[int]:
     fs, root = storage.filesystem(storage.join(staging, EMBED_DIR, "done"))
     if not fs.exists(root):

@@ -251,3 +251,17 @@ def test_slides_on_object_storage_embed_into_a_table_on_object_storage_and_resum
 
     table = EmbeddingsTable.read(cfg.out).table
     assert table.num_rows == 6 * 4 and table.column("source").to_pylist()[0].endswith(".tif")
+
+
+def test_the_same_command_with_overwrite_resumes_its_own_partial_job_and_then_replaces_the_old_table(
+        in_process, synthetic_images, checkpoint, tmp_path):
+    out = tmp_path / "emb"
+    run_embed(_sources_cfg(synthetic_images, checkpoint, out, l2_normalize=False))  # an old table
+    cfg = _sources_cfg(synthetic_images, checkpoint, out, overwrite=True)
+    in_process.update(die_after=5, units_read=[])
+    with pytest.raises(RuntimeError, match="pre-empted"):
+        run_embed(cfg)
+    in_process.update(die_after=None, units_read=[])
+    run_embed(cfg)
+    assert len(in_process["units_read"]) == 24 - 5  # the killed run's partitions were kept, not discarded
+    assert storage.read_json(f"{out}/_SUCCESS")["l2_normalized"] is True
