@@ -3,7 +3,8 @@
 Protocol (docs/protocols.md, "Linear probe"): standardised features, a logistic-regression classifier, train/test
 split stratified by label and grouped (no patient/slide/field on both sides), the
 regularisation strength chosen on a validation split carved from the training part, then
-refit on all training data. Metrics: balanced accuracy and macro one-vs-rest AUC.
+refit on all training data. Metrics: balanced accuracy and macro one-vs-rest AUC. ``linear_head``
+folds the refit probe into the head file ``sslray explain`` reads (``sslray.artifacts.linear_head``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from sslray.artifacts.linear_head import LinearHead
 from sslray.evaluate.metrics import auc
 
 
@@ -74,3 +76,19 @@ def class_proba(model: Pipeline, classes: list[str], features: np.ndarray) -> np
     out = np.zeros((len(features), len(classes)), dtype=np.float64)
     out[:, np.searchsorted(np.asarray(classes), model.classes_)] = model.predict_proba(features)
     return out
+
+
+def linear_head(model: Pipeline, **info) -> LinearHead:
+    """The fitted probe as one affine map of the raw embedding (what ``sslray explain`` differentiates).
+
+    The standardisation folds into the weights: ``w' = w / scale``, ``b' = b - w' . mean``. A binary
+    fit has one coefficient row ``z`` (the logit of ``classes_[1]``); it becomes the rows
+    ``[-z/2, z/2]``, whose softmax is the fit's sigmoid, so every class has its own logit.
+    ``info``: the ``LinearHead`` flags and lineage (``l2_normalized``, ``per_channel``, ``lineage``).
+    """
+    scaler, clf = model.steps[0][1], model.steps[-1][1]
+    weight = clf.coef_ / scaler.scale_
+    bias = clf.intercept_ - weight @ scaler.mean_
+    if len(clf.classes_) == 2 and len(weight) == 1:
+        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+    return LinearHead(weight, bias, [str(c) for c in clf.classes_], **info)

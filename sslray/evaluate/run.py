@@ -7,21 +7,25 @@ label fractions of it (``label_fractions``), and scored once on the held-out tes
 bootstrap intervals and, where the table has patients, image- and patient-level accuracy.
 ``results.json``/``results.md`` are published at ``<run_dir>/results/linear_probe/<input>`` and
 logged to MLflow with the grid and the test scores (docs/protocols.md, "Linear probe on tile
-embeddings").
+embeddings"), with the 100% probe as ``head.safetensors`` (``sslray explain --head``'s Grad-CAM head).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from sslray import storage, tracking
+from sslray.artifacts.linear_head import HEAD_FILE, save_head
 from sslray.config import to_dict
 from sslray.evaluate.label_fractions import fraction_name, fraction_scores
-from sslray.evaluate.linear_probe import Split, class_proba, fit_probe, probe_metrics
+from sslray.evaluate.linear_probe import Split, class_proba, fit_probe, linear_head, probe_metrics
 from sslray.evaluate.metrics import summarise
 from sslray.evaluate.probe_inputs import ProbeData, ProbeSettings, load_probe_data, probe_splits, split_facts
 from sslray.evaluate.protocols import register_protocol
@@ -73,12 +77,12 @@ def run_evaluate(cfg: EvaluateConfig, tags: dict[str, str] | None = None) -> dic
                      tags=run_tags) as run:
         trials = _grid(cfg, data, inner)
         best_c = max(trials, key=lambda t: (t[1]["val_balanced_accuracy"], -t[0]))[0]
-        scores, models, full = _models(cfg, data, outer, best_c)
+        scores, models, full, probe = _models(cfg, data, outer, best_c)
         doc = results_document(PROTOCOL, "n_tiles", len(data.labels), models, classes=data.classes,
                                split=split_facts(data, outer, cfg), grid=[{"C": c, **m} for c, m in trials])
         _track(run, data, outer, best_c, trials, models)
         url = storage.join(cfg.run_dir, "results", PROTOCOL, cfg.input_name)
-        publish_results(doc, url, run, pictures=data.pictures(full, "linear_"))
+        publish_results(doc, url, run, pictures=_with_head(data.pictures(full, "linear_"), probe, cfg.embeddings))
     log.info("linear probe results: %s", url)
     return scores | {"C": best_c, "n_train": int(len(outer.train)), "n_test": int(len(outer.test))}
 
@@ -100,11 +104,13 @@ def grid_trial(point: dict, features: np.ndarray, labels: np.ndarray, inner: Spl
 
 
 def _models(cfg: EvaluateConfig, data: ProbeData, outer: Split,
-            best_c: float) -> tuple[dict[str, float], dict[str, dict], TilePredictions]:
-    """(the 100% model's scores, every model's results.json entry, the 100% model's test predictions)."""
+            best_c: float) -> tuple[dict[str, float], dict[str, dict], TilePredictions, Pipeline]:
+    """(the 100% model's scores, every model's results.json entry, its test predictions, the model)."""
 
     def fit_and_predict(rows: np.ndarray) -> TilePredictions:
-        model = fit_probe(data.features[rows], data.labels[rows], best_c, cfg.max_iter, cfg.seed)
+        return predict(fit_probe(data.features[rows], data.labels[rows], best_c, cfg.max_iter, cfg.seed))
+
+    def predict(model: Pipeline) -> TilePredictions:
         return data.predictions(outer.test, class_proba(model, data.classes, data.features[outer.test]))
 
     seeds = [cfg.seed + i for i in range(cfg.fraction_seeds)]
@@ -115,10 +121,30 @@ def _models(cfg: EvaluateConfig, data: ProbeData, outer: Split,
         models[fraction_name(fraction)] = {
             **{metric: summarise([s[metric] for _, s in per_seed]) for metric in per_seed[0][1]},
             "best_params": {"C": best_c, "seeds": seeds}, "n_train": [n for n, _ in per_seed]}
-    full = fit_and_predict(outer.train)
+    probe = fit_probe(data.features[outer.train], data.labels[outer.train], best_c, cfg.max_iter, cfg.seed)
+    full = predict(probe)
     scores, models[FULL] = scored_model(full, data.bootstrap_units(outer.test), cfg.n_bootstrap, cfg.seed,
                                         {"C": best_c})
-    return scores, models, full
+    return scores, models, full, probe
+
+
+def _with_head(pictures: Callable[[str], None], probe: Pipeline, embeddings: str) -> Callable[[str], None]:
+    """The pictures, then the 100% probe as ``head.safetensors`` beside them, with what the table's
+    embeddings were (its ``_SUCCESS`` record) so a Grad-CAM feeds the head the same vectors."""
+    try:
+        facts = storage.read_json(storage.join(embeddings, storage.SUCCESS_MARKER))
+    except (OSError, ValueError):
+        facts = {}
+    facts = facts if isinstance(facts, dict) else {}
+    lineage = {k.removeprefix("sslray."): v for k, v in lineage_tags(embeddings).items()}
+    head = linear_head(probe, l2_normalized=bool(facts.get("l2_normalized", False)),
+                       per_channel=bool(facts.get("per_channel", False)), lineage=lineage)
+
+    def draw(folder: str) -> None:
+        pictures(folder)
+        save_head(os.path.join(folder, HEAD_FILE), head)
+
+    return draw
 
 
 def _track(run: StageRun, data: ProbeData, outer: Split, best_c: float, trials, models: dict[str, dict]) -> None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sslray.evaluate.linear_probe import class_proba, fit_probe, grouped_split, probe_metrics
+from sslray.evaluate.linear_probe import class_proba, fit_probe, grouped_split, linear_head, probe_metrics
 
 
 def test_grouped_split_never_shares_a_group_and_keeps_every_class():
@@ -49,3 +49,22 @@ def test_class_proba_puts_a_fit_on_fewer_classes_in_the_full_class_order():
     proba = class_proba(model, ["a", "b", "c"], x)
     assert proba.shape == (4, 3) and np.all(proba[:, 1] == 0) and np.allclose(proba.sum(1), 1)
     assert list(proba.argmax(1)) == [0, 0, 2, 2]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_head_is_the_probe_on_raw_embeddings_with_one_logit_per_class(n_classes):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(["a", "b", "c"][:n_classes]), 30)
+    features = rng.normal(size=(len(labels), 5)) * [1, 10, 0.1, 3, 1] + 5  # unstandardised, off-centre
+    features[:, 0] += np.searchsorted(["a", "b", "c"], labels)  # one informative feature
+    model = fit_probe(features, labels, c=1.0)
+    head = linear_head(model, l2_normalized=False, lineage={"embeddings": "emb"})
+    assert head.weight.shape == (n_classes, 5) and head.classes == ["a", "b", "c"][:n_classes]
+    proba = _softmax(features @ head.weight.T.astype(np.float64) + head.bias)
+    np.testing.assert_allclose(proba, model.predict_proba(features), atol=1e-5)
+    assert head.lineage == {"embeddings": "emb"} and not head.l2_normalized

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslray import storage
+from sslray.artifacts.linear_head import HEAD_FILE, read_head
 from sslray.cli import main
 from sslray.config import load_config
 from sslray.evaluate.linear_probe import Split
@@ -89,6 +90,12 @@ def test_the_best_c_wins_on_validation_and_ties_go_to_the_smaller_c(fake_grid, t
     doc = json.loads((out / "results" / "linear_probe" / "emb" / "results.json").read_text())
     assert list(doc["models"]) == ["linear_100%"] and doc["models"]["linear_100%"]["best_params"] == {"C": 0.1}
     assert "ci95" not in doc["models"]["linear_100%"]["balanced_accuracy"]  # n_bootstrap=0: no intervals
+    head = read_head(str(out / "results" / "linear_probe" / "emb" / HEAD_FILE))  # the 100% probe, for Grad-CAM
+    assert head.classes == ["a", "b"] and head.weight.shape == (2, 4) and head.lineage["embeddings"].endswith("emb")
+    assert not head.l2_normalized  # this table's _SUCCESS does not say it was normalised
+    logits = features @ head.weight.T + head.bias
+    assert (np.array(["a", "b"])[logits.argmax(axis=1)] == labels).mean() > 0.95  # it separates the classes
+    assert HEAD_FILE in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_label_fractions_refit_on_subsamples_and_report_mean_and_sd_over_seeds(fake_grid, tmp_path):
