@@ -5,7 +5,7 @@ A checkpoint directory holds:
 - ``encoder.safetensors``: the exported encoder (for DINO, the teacher backbone);
 - ``sslray.json`` (``CheckpointMeta``): everything needed to rebuild and feed it with no other
   input (backbone name/kwargs, input channels and size, intensity scale, per-channel mean/std,
-  method, resolved config, data lineage);
+  method, resolved config, data lineage; for an imported encoder, its source file);
 - ``train_state.pt`` (training checkpoints only): method + optimizer state, the step and
   the data epoch, loaded with ``weights_only=True``.
 
@@ -29,6 +29,7 @@ from torch import nn
 from sslray import storage
 from sslray.artifacts.checkpoint_meta import FORMAT_VERSION, META_FILE, CheckpointError, CheckpointMeta
 from sslray.models.backbones import BackboneConfig, create_backbone
+from sslray.models.layouts import set_layer_norm_eps
 from sslray.models.weights import WeightsError, load_backbone_weights, load_weights_only
 
 ENCODER_FILE = "encoder.safetensors"
@@ -82,6 +83,8 @@ def load_encoder(url: str) -> tuple[nn.Module, CheckpointMeta]:
     meta = read_meta(url)
     model_cfg = BackboneConfig(name=meta.model.name, kwargs=dict(meta.model.kwargs), weights=None)
     encoder = create_backbone(model_cfg, meta.in_chans)
+    if meta.layer_norm_eps is not None:  # e.g. a Hugging Face ViT (1e-12) rebuilt as timm's (1e-6)
+        set_layer_norm_eps(encoder, meta.layer_norm_eps)
     weights_url = storage.join(url, ENCODER_FILE)
     data = _verified_bytes(url, ENCODER_FILE, meta)
     try:

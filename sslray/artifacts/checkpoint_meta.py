@@ -4,7 +4,9 @@ its encoder with no other input.
 It records the backbone (timm name and kwargs), the input (channels, size, intensity scale,
 mean/std, per-channel flag), the method, the lineage (store, manifest SHA-256, selection, MLflow
 run) and each file's SHA-256. The JSON keys are those sslray has always written; every earlier
-``format_version`` still reads (1: no ``files``; 2: ``files``). Format rules:
+``format_version`` still reads (1: no ``files``; 2: ``files``). Optional keys added since
+(``mpp``, ``layer_norm_eps``, ``source`` of an imported encoder) are written only when set and
+read as absent from older files, so they need no new format version. Format rules:
 docs/data_contracts.md, "Checkpoint".
 
 ``DataFacts`` is the half that comes from the tile store: a pretraining plan computes it once on
@@ -25,6 +27,7 @@ from sslray.models.weights import WeightsError
 META_FILE = "sslray.json"
 FORMAT_VERSION = 2  # 2: sslray.json records every file's SHA-256
 REQUIRED = ("model", "in_chans", "image_size", "scale", "mean", "std")
+OPTIONAL = ("step", "mpp", "layer_norm_eps", "source")  # written only when set; absent in older files
 
 
 class CheckpointError(WeightsError):
@@ -121,6 +124,9 @@ class CheckpointMeta:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, credentials redacted
     step: int | None = None  # training checkpoints only
     files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (format >= 2)
+    mpp: float | None = None  # microns per pixel the encoder was trained at, when known
+    layer_norm_eps: float | None = None  # set on every LayerNorm when it is not timm's (Hugging Face: 1e-12)
+    source: dict[str, Any] = field(default_factory=dict)  # imported: the weights file (URL, SHA-256, layout)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, written back as read
 
@@ -138,6 +144,12 @@ class CheckpointMeta:
             raise ValueError(f"std must be positive, got {self.std!r}")
         if self.embed_dim is not None and self.embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
+        for name in ("mpp", "layer_norm_eps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} must be a positive number or absent, got {value!r}")
+        if not isinstance(self.source, Mapping):
+            raise ValueError(f"source must be a mapping, got {type(self.source).__name__}")
 
     @classmethod
     def from_facts(cls, facts: DataFacts, model: ModelSpec, image_size: int, method: str, embed_dim: int,
@@ -169,11 +181,13 @@ class CheckpointMeta:
             raise CheckpointError(f"{where}: {err}") from None
 
     def to_json(self) -> dict[str, Any]:
-        """The ``sslray.json`` object: the keys sslray has always written (``step`` only when set)."""
+        """The ``sslray.json`` object: the keys sslray has always written, and the optional ones
+        (``step``, ``mpp``, ``layer_norm_eps``, ``source``) only when set."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "lineage", "extra")}
         data |= {"model": self.model.to_json(), "lineage": asdict(self.lineage), **self.extra}
-        if self.step is None:
-            del data["step"]
+        for name in OPTIONAL:
+            if data[name] is None or data[name] == {}:
+                del data[name]
         return data
 
     @classmethod

@@ -16,6 +16,7 @@ import re
 import torch
 from torch import nn
 
+from sslray.models.layouts import HEADS, to_timm
 from sslray.storage import read_bytes
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def read_state_dict(url: str, data: bytes | None = None) -> dict[str, torch.Tens
     """The state dict in the file at ``url``; ``data``, when given, is that file's content
     already read (a checkpoint reads its files once, to verify and load them)."""
     data = read_bytes(url) if data is None else data
-    if url.endswith(".safetensors"):
+    if url.endswith(".safetensors") or _looks_safetensors(data):
         return _read_safetensors(url, data)
     state = load_weights_only(url, data)
     for key in ("teacher", "state_dict", "model"):  # DINO/iBOT and Lightning-style wrappers
@@ -38,7 +39,19 @@ def read_state_dict(url: str, data: bytes | None = None) -> dict[str, torch.Tens
             break
     if not isinstance(state, dict):
         raise WeightsError(f"{url}: expected a state dict, found {type(state).__name__}")
+    other = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if other:
+        raise WeightsError(f"{url}: expected a state dict of tensors, but {', '.join(other[:5])} "
+                           f"{'holds' if len(other) == 1 else 'hold'} something else; save the encoder's "
+                           "state_dict() alone")
     return state
+
+
+def _looks_safetensors(data: bytes) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and then the
+    JSON header, so one named ``model.bin`` or fetched from a URL with a query is still read as one."""
+    size = int.from_bytes(data[:8], "little") if len(data) > 8 else 0
+    return 0 < size <= len(data) - 8 and data[8:9] == b"{"
 
 
 def _read_safetensors(url: str, data: bytes) -> dict[str, torch.Tensor]:
@@ -82,19 +95,27 @@ def load_weights_only(url: str, data: bytes):
                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
 
 
-def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None) -> None:
-    """Load a timm, torchvision-ResNet, DINO/iBOT-teacher or Hugging Face ViT (Phikon) state dict.
+def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None, layout: str = "auto") -> str:
+    """Load a timm, torchvision (ResNet, ViT), DINO/iBOT-teacher or Hugging Face ViT (Phikon) state
+    dict; returns the layout it was read as (``sslray.models.layouts``).
 
-    Wrapper prefixes are stripped, Hugging Face ViT names are mapped to timm's, and RGB
-    weights are adapted to the model's channel count by the rule of ``adapt_first_conv``.
-    Keys the backbone lacks are an error like missing ones (a 4-block file read into a
-    2-block model must not embed silently), except the heads listed in ``IGNORED_PREFIXES``.
+    Wrapper prefixes are stripped and the layout's names mapped to timm's, then the weights
+    must fit (``load_state``).
+    """
+    state, found = to_timm(read_state_dict(url, data), layout, url)
+    load_state(model, state, url)
+    return found
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], url: str) -> None:
+    """Load a state dict in timm's names, all of it or nothing.
+
+    RGB weights are adapted to the model's channel count by the rule of ``adapt_first_conv``.
+    Keys the backbone lacks are an error like missing ones (a 4-block file read into a 2-block
+    model must not embed silently), except the heads listed in ``IGNORED_PREFIXES``; nothing is
+    loaded unless every key fits, so a failed load leaves the model as it was.
     """
     expected = model.state_dict()
-    state = read_state_dict(url, data)
-    if any(k.startswith(("embeddings.patch_embeddings", "vit.embeddings")) for k in state):
-        state = hf_vit_to_timm(state)
-    state = _strip_prefixes(state, expected.keys())
     state = adapt_first_conv(state, expected, url)
     wrong_shape = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
@@ -108,10 +129,10 @@ def load_backbone_weights(model: nn.Module, url: str, data: bytes | None = None)
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
 
 
-IGNORED_PREFIXES = ("head.", "fc.", "classifier.", "pooler.", "projector.", "predictor.")
+IGNORED_PREFIXES = HEADS
 """Keys a published checkpoint legitimately carries beyond a headless backbone: classifier or SSL
-heads (timm/DINO/iBOT ``head.*``, torchvision ``fc.*``, Hugging Face ``classifier.*`` and
-``pooler.*``, SimCLR/BYOL ``projector.*``/``predictor.*``). Any other key the backbone lacks
+heads (timm/DINO/iBOT ``head.*``, torchvision ``fc.*``/``heads.*``, Hugging Face ``classifier.*``
+and ``pooler.*``, SimCLR/BYOL ``projector.*``/``predictor.*``). Any other key the backbone lacks
 means the file describes another architecture (e.g. more blocks) and is an error."""
 
 
@@ -129,21 +150,14 @@ def _mismatch(wrong_shape: list[str], missing: list[str], unexpected: list[str])
     """Up to five of each kind of mismatch, with the counts, so a 12-block file read into a
     2-block model is one readable line."""
     parts = wrong_shape[:5] + [f"missing {k}" for k in missing[:5]]
+    if len(wrong_shape) > 5:
+        parts.append(f"{len(wrong_shape)} mis-shaped in all")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s) the backbone does not have: {', '.join(unexpected[:5])}"
                      + (", ..." if len(unexpected) > 5 else ""))
     if len(missing) > 5:
         parts.append(f"{len(missing)} missing in all")
     return "; ".join(parts)
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor], wanted) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes (``module.``, ``backbone.``) that DDP and SSL repos add."""
-    wanted = set(wanted)
-    for prefix in ("module.", "backbone.", "encoder."):
-        if not any(k in wanted for k in state) and any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-    return state
 
 
 FIRST_CONVS = ("patch_embed.proj.weight", "conv1.weight", "stem.conv.weight", "stem.conv1.weight")
@@ -168,41 +182,3 @@ def adapt_first_conv(state: dict[str, torch.Tensor], expected: dict[str, torch.T
                             "otherwise)", url, key, ours[1])
                 state = {**state, key: adapt_input_conv(ours[1], state[key]).to(state[key].dtype)}
     return state
-
-
-def hf_vit_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face ``ViTModel`` names (e.g. Phikon, owkin/phikon) -> timm ``VisionTransformer`` names.
-
-    Query, key and value projections are concatenated into timm's fused ``qkv``; the pooler
-    (not part of the backbone) is dropped.
-    """
-    state = {k.removeprefix("vit."): v for k, v in state.items() if not k.startswith(("pooler.", "vit.pooler."))}
-    out = {
-        "cls_token": state.pop("embeddings.cls_token"),
-        "pos_embed": state.pop("embeddings.position_embeddings"),
-        "patch_embed.proj.weight": state.pop("embeddings.patch_embeddings.projection.weight"),
-        "patch_embed.proj.bias": state.pop("embeddings.patch_embeddings.projection.bias"),
-    }
-    for part in ("weight", "bias"):
-        if f"layernorm.{part}" in state:
-            out[f"norm.{part}"] = state.pop(f"layernorm.{part}")
-    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layer.")})
-    for i in blocks:
-        hf, timm_ = f"encoder.layer.{i}.", f"blocks.{i}."
-        for part in ("weight", "bias"):
-            qkv = [state.pop(f"{hf}attention.attention.{n}.{part}") for n in ("query", "key", "value")]
-            out[f"{timm_}attn.qkv.{part}"] = torch.cat(qkv)
-            for ours, theirs in _HF_BLOCK_NAMES.items():
-                out[f"{timm_}{ours}.{part}"] = state.pop(f"{hf}{theirs}.{part}")
-    if state:
-        raise WeightsError(f"Hugging Face ViT weights have keys sslray cannot map: {sorted(state)[:5]}")
-    return out
-
-
-_HF_BLOCK_NAMES = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}

@@ -46,3 +46,13 @@ def test_a_missing_required_key_is_named():
 
 def test_pooled_stats_of_identical_channels_are_theirs():
     assert pooled_stats([0.5, 0.5], [0.2, 0.2]) == ([0.5], [pytest.approx(0.2)])
+
+
+def test_optional_keys_are_written_only_when_set_and_read_back(tmp_path):
+    assert not {"mpp", "layer_norm_eps", "source"} & set(CheckpointMeta.from_json(OLD).to_json())  # as before
+    imported = OLD | {"mpp": 0.5, "layer_norm_eps": 1e-12, "source": {"weights": "w.pth", "sha256": "a" * 64}}
+    CheckpointMeta.from_json(imported).write(str(tmp_path))
+    meta = CheckpointMeta.read(str(tmp_path))
+    assert (meta.mpp, meta.layer_norm_eps, meta.source["weights"], meta.format_version) == (0.5, 1e-12, "w.pth", 2)
+    with pytest.raises(CheckpointError, match="mpp must be a positive number"):
+        CheckpointMeta.from_json(OLD | {"mpp": 0})

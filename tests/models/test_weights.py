@@ -6,6 +6,7 @@ import torch
 from sslray.models.backbones import BackboneConfig, create_backbone
 from sslray.models.weights import WeightsError, load_backbone_weights
 from sslray.train.checkpoint import load_encoder, save_checkpoint
+from tests.models.hf_vit import timm_to_hf
 
 TINY = BackboneConfig("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
                                                "num_heads": 2})
@@ -72,32 +73,12 @@ def test_torchvision_resnet_weights_load_into_timm_resnet(tmp_path):
         torch.testing.assert_close(model(x), reference(x))
 
 
-def _to_hf_vit(state):
-    """The inverse of sslray's mapping: timm ViT names -> Hugging Face ViTModel names (Phikon's layout)."""
-    hf = {"embeddings.cls_token": state["cls_token"], "embeddings.position_embeddings": state["pos_embed"],
-          "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
-          "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
-          "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"],
-          "pooler.dense.weight": torch.zeros(1)}
-    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
-    names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
-             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
-    for i in blocks:
-        for part in ("weight", "bias"):
-            q, k, v = state[f"blocks.{i}.attn.qkv.{part}"].chunk(3)
-            for name, t in (("query", q), ("key", k), ("value", v)):
-                hf[f"encoder.layer.{i}.attention.attention.{name}.{part}"] = t
-            for ours, theirs in names.items():
-                hf[f"encoder.layer.{i}.{theirs}.{part}"] = state[f"blocks.{i}.{ours}.{part}"]
-    return hf
-
-
 def test_hugging_face_vit_weights_such_as_phikon_map_onto_timm(tmp_path):
     torch.manual_seed(0)
     source = create_backbone(TINY, 3).eval()
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in _to_hf_vit(source.state_dict()).items()}, tmp_path / "model.safetensors")
+    save_file({k: v.contiguous() for k, v in timm_to_hf(source.state_dict()).items()}, tmp_path / "model.safetensors")
     target = create_backbone(BackboneConfig(TINY.name, TINY.kwargs, str(tmp_path / "model.safetensors")), 3).eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -125,3 +106,20 @@ def test_patch_size_mismatch_is_still_a_named_error(tmp_path):
     with pytest.raises(WeightsError, match=r"p8.pth: weights do not fit.*patch_embed.proj.weight: file \(32, 3, 8, 8\) "
                                            r"vs model \(32, 3, 4, 4\)"):
         create_backbone(other, 3)
+
+
+def test_safetensors_are_told_by_their_content_not_only_their_name(tmp_path):
+    from safetensors.torch import save_file
+
+    from sslray.models.weights import read_state_dict
+
+    save_file({"w": torch.ones(2)}, tmp_path / "pytorch_model.bin")  # as a download link may name it
+    assert torch.equal(read_state_dict(str(tmp_path / "pytorch_model.bin"))["w"], torch.ones(2))
+
+
+def test_a_training_checkpoint_with_more_than_tensors_is_named(tmp_path):
+    from sslray.models.weights import read_state_dict
+
+    torch.save({"w": torch.ones(2), "epoch": 7}, tmp_path / "ckpt.pth")
+    with pytest.raises(WeightsError, match="ckpt.pth: expected a state dict of tensors, but epoch holds"):
+        read_state_dict(str(tmp_path / "ckpt.pth"))
