@@ -87,6 +87,8 @@ def run_embed(cfg: EmbedConfig) -> str:
     from sslray.runtime import ensure_ray
 
     tracking.check(cfg.tracking, cfg.run_dir)  # inline credentials, a dead server: fail before any work
+    if not _finished_table(cfg.out):  # a finished table may be this job's: decided once the plan is known
+        storage.check_destination(cfg.out, "embeddings", "embeddings table", cfg.overwrite)
     meta = read_meta(cfg.checkpoint)  # fail fast, before any Ray work
     job = _job(cfg, meta)
     if _already_published(cfg, job.plan):
@@ -132,12 +134,16 @@ def _actors(cfg: EmbedConfig) -> Actors:
 
 def _already_published(cfg: EmbedConfig, plan: dict) -> bool:
     """A rerun of a job that finished (a resubmitted driver) returns its table instead of refusing."""
-    if cfg.overwrite or not storage.is_complete(cfg.out) or storage.artifact_kind(cfg.out) != "embeddings":
+    if cfg.overwrite or not _finished_table(cfg.out):
         return False
     if partitions.recorded_plan(cfg.out) != plan:
         return False
     log.info("%s is already embedded by this job; nothing to do", cfg.out)
     return True
+
+
+def _finished_table(url: str) -> bool:
+    return storage.is_complete(url) and storage.artifact_kind(url) == "embeddings"
 
 
 def _settle_failures(cfg: EmbedConfig, job: StoreJob | SourceJob, failed: dict[int, str]) -> list[dict[str, str]]:
