@@ -3,7 +3,8 @@
 Subcommands parse arguments into the stage's config dataclass and call the library; they
 hold no logic of their own. ``key.sub=value`` arguments override any config key. One module
 per kind of subcommand: ``ingest``, ``stages`` (pretrain, embed, evaluate, aggregate), ``profile``,
-``quickstart``, ``submit``, ``info`` (methods, store); their ``--help`` examples are in ``epilogs``.
+``quickstart``, ``submit``, ``info`` (methods, store), ``checkpoint``; their ``--help`` examples are in
+``epilogs`` (``checkpoint`` keeps its own with its actions).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from sslray.cli import features, info, ingest, profile, quickstart, stages, submit
+from sslray.cli import checkpoint, features, info, ingest, profile, quickstart, stages, submit
 from sslray.cli.epilogs import EPILOGS
 from sslray.cli.parsing import Parser
 from sslray.errors import user_message
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.configure(_add(sub, "profile", "image-based profiling: tile embeddings -> normalised well profiles",
                            profile.run))
     features.configure(_add(sub, "features", "import other tools' tile features as an embeddings table", features.run))
+    checkpoint.configure(sub)  # its help examples live in sslray/cli/checkpoint.py
     quickstart.configure(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", quickstart.run))
     _add(sub, "methods", "list the registered SSL methods", info.run_methods)
     info.store_parser(_add(sub, "store", "inspect or verify a tile store", info.run_store))
