@@ -265,3 +265,27 @@ def test_the_same_command_with_overwrite_resumes_its_own_partial_job_and_then_re
     run_embed(cfg)
     assert len(in_process["units_read"]) == 24 - 5  # the killed run's partitions were kept, not discarded
     assert storage.read_json(f"{out}/_SUCCESS")["l2_normalized"] is True
+
+
+@pytest.mark.realdata
+def test_a_published_encoder_imported_from_hugging_face_layout_embeds_the_cmu_slide(in_process, test_data, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from sslray.artifacts.checkpoint_import import ImportSpec, import_checkpoint
+    from sslray.models.backbones import BackboneConfig, create_backbone
+    from tests.models.hf_vit import timm_to_hf
+
+    tiny = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    state = timm_to_hf(create_backbone(BackboneConfig("vit_tiny_patch16_224", tiny), 3).state_dict())
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
+    ckpt = str(tmp_path / "imported")
+    import_checkpoint(ImportSpec(model="vit_tiny_patch16_224", weights=str(tmp_path / "model.safetensors"),
+                                 out=ckpt, kwargs=tiny, mpp=0.5))
+    cfg = EmbedConfig(checkpoint=ckpt, slides=str(test_data / "wsi" / "CMU-1-Small-Region.svs"),
+                      tiling=IngestConfig(tile_size=224, mpp=0.5), out=str(tmp_path / "emb"), run_dir=str(tmp_path),
+                      progress_every_s=3600)
+    table = pq.read_table(run_embed(cfg))
+    assert table.num_rows > 20 and _vectors(table).shape[1] == 32 and not np.isnan(_vectors(table)).any()
+    assert set(table.column("slide_id").to_pylist()) == {"CMU-1-Small-Region"}
