@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     ingest.configure(_add(sub, "ingest", "cut a folder of images into a tile store", ingest.run))
     stages.pretrain_parser(_add(sub, "pretrain", "self-supervised pretraining on Ray Train", stages.run_pretrain))
-    stages.embed_parser(_add(sub, "embed", "embed a tile store with a checkpoint (Ray Data)", stages.run_embed))
+    stages.embed_parser(_add(sub, "embed", "embed a tile store, or slides straight from files, with a checkpoint (Ray Data, resumable)", stages.run_embed))
     stages.evaluate_parser(_add(sub, "evaluate", "linear probe of an embeddings table (Ray Tune grid)",
                                 stages.run_evaluate))
     stages.aggregate_parser(_add(sub, "aggregate", "second-level SSL: one embedding per spot from its tiles' "

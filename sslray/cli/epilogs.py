@@ -23,7 +23,14 @@ Re-running with the same name and run_dir resumes from the latest checkpoint."""
   sslray embed --checkpoint ./out/checkpoints/quickstart-dino/checkpoint_<date> \\
       --store ./out/store --out ./out/embeddings/ssl     # the path `sslray pretrain` printed
   sslray embed --checkpoint s3://bucket/runs/ckpt --store s3://bucket/stores/crc \\
-      --out s3://bucket/emb/crc num_actors=4 use_gpu=true""",
+      --out s3://bucket/emb/crc num_actors=4 use_gpu=true
+  sslray embed --checkpoint ./ckpt/phikon --slides s3://bucket/slides/ --mpp 0.5 --tile-size 224 \\
+      --out s3://bucket/emb/phikon --on-error skip     # slides straight to embeddings, no tile store
+  sslray embed --checkpoint ./ckpt/unidino --slides ./plate1 --layout channel-files \\
+      '--channel-pattern=-ch(?P<channel>\\d+)' --tile-size 256 --stride 128 --empty-below 0.05 --out ./emb/plate1
+
+Each store shard or slide is one partition, committed once: after a kill, run the same command
+again and only the missing partitions are embedded. A progress line shows partitions, tiles/s, ETA.""",
     "evaluate": """examples:
   sslray evaluate --embeddings ./out/embeddings/ssl
   sslray evaluate --embeddings ./out/embeddings/ssl label_column=label group_column=patient \\
