@@ -73,7 +73,8 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
     out = Path(storage.local_path(cfg.run_dir))
     out.mkdir(parents=True, exist_ok=True)
     # inline credentials or a dead tracking server fail now, not after the ingest (docs/security.md)
-    with pipeline_run(_tracking(cfg), str(out), name="quickstart", input=cfg.method, config=to_dict(cfg)) as run:
+    with pipeline_run(quickstart_tracking(cfg), str(out), name="quickstart", input=cfg.method,
+                      config=to_dict(cfg)) as run:
         summary = _stages(cfg, recipe, out)
         summary.seconds = round(time.perf_counter() - started, 1)
         summary.write(out / "summary.json")
@@ -83,7 +84,7 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartSummary:
 
 def _stages(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> QuickstartSummary:
     store = _ingest(cfg, recipe, out)
-    pretrain = _pretrain_config(cfg, recipe, out, store)
+    pretrain = pretrain_config(cfg, recipe, out, store)
     from sslray.train.driver import run_pretrain
 
     print(f"[sslray] pretraining {pretrain.method_name} for {pretrain.train.steps} steps on {len(store)} tiles",
@@ -94,7 +95,7 @@ def _stages(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> Quick
     else:
         random_ckpt = str(out / "checkpoints" / "random_init")
         save_random_init(pretrain, store, random_ckpt)
-        tables = {name: _embed(checkpoint, store, out / "embeddings" / name, pretrain)
+        tables = {name: embed_with(checkpoint, store, out / "embeddings" / name, pretrain)
                   for name, checkpoint in (("ssl", result.checkpoint), ("random_init", random_ckpt))}
     (model, ours), (baseline, base) = [(name, _probe(table, name, out, pretrain, result.run_id))
                                        for name, table in tables.items()]
@@ -132,7 +133,8 @@ def _probe(table: str, name: str, out: Path, pretrain: PretrainConfig, pretrain_
     return ProbeScores(balanced_accuracy=evaluated["balanced_accuracy"], macro_auc=evaluated["macro_auc"])
 
 
-def _embed(checkpoint: str, store: TileStore, out: Path, pretrain: PretrainConfig) -> str:
+def embed_with(checkpoint: str, store: TileStore, out: Path, pretrain: PretrainConfig) -> str:
+    """The store embedded by one of the quickstart's encoders, tracked as the pretraining run is."""
     return run_embed(EmbedConfig(checkpoint=checkpoint, store=store.url, out=str(out), overwrite=True,
                                  run_dir=str(out.parent.parent), tracking=pretrain.tracking))
 
@@ -143,7 +145,7 @@ def _spot_tables(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path, sto
     from sslray.aggregate import AggregateConfig, run_aggregate
     from sslray.aggregate.baseline import mean_pool_spots
 
-    tiles = _embed(checkpoint, store, out / "embeddings" / "ssl", pretrain)
+    tiles = embed_with(checkpoint, store, out / "embeddings" / "ssl", pretrain)
     stage = dict(recipe.aggregate or {})
     if cfg.steps:  # a short tile run gets a short second stage
         stage["steps"] = max(50, cfg.steps // 2)
@@ -173,7 +175,7 @@ def _ingest(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path) -> TileS
     return ingest_folder(ingest)
 
 
-def _tracking(cfg: QuickstartConfig) -> TrackingConfig:
+def quickstart_tracking(cfg: QuickstartConfig) -> TrackingConfig:
     """The tracking settings among the pretrain overrides: the pipeline run logs where the stages do."""
     given: dict[str, Any] = {}
     for item in (o for o in cfg.overrides if o.startswith("tracking.")):
@@ -181,7 +183,7 @@ def _tracking(cfg: QuickstartConfig) -> TrackingConfig:
     return from_dict(TrackingConfig, given.get("tracking", {}), "tracking")
 
 
-def _pretrain_config(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path, store: TileStore) -> PretrainConfig:
+def pretrain_config(cfg: QuickstartConfig, recipe: QuickstartRecipe, out: Path, store: TileStore) -> PretrainConfig:
     batch = quickstart_batch_size(len(store))
     steps = cfg.steps or quickstart_steps(len(store), batch, store.info.tile_size)
     config = sized_pretrain(recipe, store.info.tile_size, steps, batch, len(store))

@@ -26,7 +26,13 @@ from sslray import storage
 from sslray.artifacts.tile_store import TileStore
 from sslray.config import apply_override, from_dict, read_yaml, to_dict
 from sslray.credentials import redact_url
-from sslray.quickstart.pipeline import QuickstartConfig, _embed, _pretrain_config, _tracking, save_random_init
+from sslray.quickstart.pipeline import (
+    QuickstartConfig,
+    embed_with,
+    pretrain_config,
+    quickstart_tracking,
+    save_random_init,
+)
 from sslray.quickstart.recipe import RECIPES, load_recipe
 from sslray.stage import pipeline_run
 from sslray.train.config import PretrainConfig
@@ -120,10 +126,10 @@ def run_profiling_quickstart(cfg: ProfilingQuickstartConfig) -> ProfilingSummary
     method_recipe = load_recipe(method)  # an unknown method fails before any work
     out = Path(storage.local_path(cfg.run_dir))
     out.mkdir(parents=True, exist_ok=True)
-    with pipeline_run(_tracking(quick), str(out), name="quickstart", input="profiling",
+    with pipeline_run(quickstart_tracking(quick), str(out), name="quickstart", input="profiling",
                       config={**to_dict(cfg), "method": method}) as run:
         store, plate_map = _screen_store(recipe, stages["screen"], out)
-        pretrain = _pretrain_config(quick, method_recipe, out, store)
+        pretrain = pretrain_config(quick, method_recipe, out, store)
         from sslray.train.driver import run_pretrain
 
         print(f"[sslray] pretraining {method} for {pretrain.train.steps} steps on {len(store)} tiles", flush=True)
@@ -132,7 +138,7 @@ def run_profiling_quickstart(cfg: ProfilingQuickstartConfig) -> ProfilingSummary
         save_random_init(pretrain, store, random_ckpt)
         scores, n_wells = {}, 0
         for name, checkpoint in zip(ENCODERS, (result.checkpoint, random_ckpt)):
-            table = _embed(checkpoint, store, out / "embeddings" / name, pretrain)
+            table = embed_with(checkpoint, store, out / "embeddings" / name, pretrain)
             profiles = _profile(table, name, plate_map, out, pretrain, {**recipe.profile, **stages["profile"]})
             scores[name] = _score(profiles, name, out, pretrain, {**recipe.evaluate, **stages["evaluate"]})
             n_wells = _n_wells(profiles)

@@ -70,11 +70,11 @@ def test_an_unknown_method_fails_before_any_run(tmp_path):
 
 def test_the_tracking_overrides_set_the_pipeline_runs_tracking():
     cfg = QuickstartConfig(overrides=["tracking.experiment=mine", "train.steps=3"])
-    assert pipeline._tracking(cfg) == TrackingConfig(experiment="mine")
+    assert pipeline.quickstart_tracking(cfg) == TrackingConfig(experiment="mine")
 
 
 def test_the_pretrain_config_runs_in_the_quickstart_folder_with_the_overrides(tiny_store, tmp_path):
     cfg = QuickstartConfig(run_dir=str(tmp_path), steps=7, overrides=["train.seed=5"])
-    pretrain = pipeline._pretrain_config(cfg, load_recipe("dino"), tmp_path, tiny_store)
+    pretrain = pipeline.pretrain_config(cfg, load_recipe("dino"), tmp_path, tiny_store)
     assert pretrain.run_dir == str(tmp_path) and pretrain.store == tiny_store.url
     assert pretrain.train.steps == 7 and pretrain.train.seed == 5 and pretrain.method_name == "dino"
