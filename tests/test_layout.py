@@ -24,6 +24,7 @@ NO_LOGIC = {
     "sslray/cli/epilogs.py": "help texts",
     "sslray/data/__init__.py": "package docstring",
     "sslray/evaluate/__init__.py": "package marker",
+    "sslray/explain/__init__.py": "package docstring",
     "sslray/features/__init__.py": "re-exports",
     "sslray/infer/__init__.py": "package marker",
     "sslray/models/__init__.py": "package marker",

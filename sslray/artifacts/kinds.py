@@ -17,23 +17,26 @@ from __future__ import annotations
 from sslray import storage
 
 NAMES = {"tile_store": "tile store", "embeddings": "embeddings table", "spot_table": "spot table",
-         "checkpoint": "checkpoint", "profiles": "profiles table"}
+         "checkpoint": "checkpoint", "profiles": "profiles table", "explanations": "explanations folder"}
 MAKE = {
     "tile_store": "`sslray ingest SRC DEST` makes one from a folder of images",
     "embeddings": "`sslray embed --checkpoint CKPT --store STORE --out DEST` makes one from a tile store",
     "spot_table": "`sslray aggregate --embeddings TABLE --out DEST` makes one from an embeddings table",
     "profiles": "`sslray profile --embeddings TABLE --out DEST` makes one from an embeddings table",
+    "explanations": "`sslray explain --checkpoint CKPT --store STORE --out DEST` makes one from a checkpoint",
 }
 LOOKS_FOR = {
     "tile_store": "no tiles.zarr / manifest.parquet; did you mean to `sslray ingest` it?",
     "embeddings": "no parquet files with an 'embedding' column; did you mean to `sslray embed` a tile store?",
     "spot_table": "no parquet files with an 'embedding' column",
     "profiles": "no profiles.parquet",
+    "explanations": "no index.json",
 }
 RERUN = {"tile_store": "an ingest was interrupted or is still running; run the ingest again",
          "embeddings": "an embed was interrupted or is still running; run `sslray embed` again",
          "spot_table": "an aggregate was interrupted or is still running; run `sslray aggregate` again",
-         "profiles": "a profile was interrupted or is still running; run `sslray profile` again"}
+         "profiles": "a profile was interrupted or is still running; run `sslray profile` again",
+         "explanations": "an explain was interrupted or is still running; run `sslray explain` again"}
 PROBE_TABLES = ("embeddings", "spot_table")  # tables of vectors `sslray evaluate` probes
 TILE_STORE_FILES = {"tiles.zarr", "manifest.parquet", "_ingest"}
 CHECKPOINT_FILES = {"sslray.json", "encoder.safetensors"}

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from sslray.cli import checkpoint, features, info, ingest, profile, quickstart, stages, submit
+from sslray.cli import checkpoint, explain, features, info, ingest, profile, quickstart, stages, submit
 from sslray.cli.epilogs import EPILOGS
 from sslray.cli.parsing import Parser
 from sslray.errors import user_message
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                            profile.run))
     features.configure(_add(sub, "features", "import other tools' tile features as an embeddings table", features.run))
     checkpoint.configure(sub)  # its help examples live in sslray/cli/checkpoint.py
+    explain.configure(sub)  # its help examples live in sslray/cli/explain.py
     quickstart.configure(_add(sub, "quickstart", "ingest -> pretrain -> embed -> evaluate in one go", quickstart.run))
     _add(sub, "methods", "list the registered SSL methods", info.run_methods)
     info.store_parser(_add(sub, "store", "inspect or verify a tile store", info.run_store))

@@ -78,3 +78,11 @@ def test_a_checkpoint_is_finished_by_its_files(tmp_path):
     require_artifact(str(tmp_path), ("checkpoint",))
     with pytest.raises(ValueError, match="is a checkpoint, not a tile store"):
         require_artifact(str(tmp_path), ("tile_store",))
+
+
+def test_explanations_are_a_kind_named_when_handed_to_another_stage(tmp_path):
+    assert describe("explanations") == "an explanations folder"
+    url = _published(tmp_path / "explained", "explanations")
+    require_artifact(url, ("explanations",))
+    with pytest.raises(ValueError, match="is an explanations folder, not a tile store"):
+        require_artifact(url, ("tile_store",))
