@@ -98,3 +98,33 @@ def test_a_mask_channel_the_image_lacks_is_refused(tmp_path, tiny_store, vit_che
         _explain(tmp_path, vit_checkpoint, tiny_store.url, mask_channel="DAPI")
     with pytest.raises(ValueError, match="mask_channel=tissue: .* is not a slide"):
         _explain(tmp_path, vit_checkpoint, tiny_store.url, mask_channel="tissue")
+
+
+@pytest.mark.realdata
+def test_the_cmu_slide_is_explained_from_the_file_and_from_its_store_at_level0_footprints(test_data, tmp_path,
+                                                                                          rgb_vit):
+    from sslray.data.ingest import IngestConfig, ingest_folder
+
+    svs = test_data / "wsi" / "CMU-1-Small-Region.svs"  # 2220 x 2967 px at 0.499 mpp
+    tiling = IngestConfig(tile_size=224, mpp=1.0, min_tissue=0.5)
+    cfg = ExplainConfig(checkpoint=rgb_vit, slides=str(svs), tiling=tiling, out=str(tmp_path / "from_file"),
+                        run_dir=str(tmp_path / "runs"), max_tiles=6, mask_channel="tissue")
+    run_explain(cfg)
+    (entry,) = json.loads((tmp_path / "from_file" / "index.json").read_text())["images"]
+    assert entry["image_id"] == "CMU-1-Small-Region" and entry["n_tiles"] == 6
+    assert entry["footprint"] == pytest.approx(224 * 1.0 / 0.499, rel=1e-3)  # level-0 pixels of a 1.0 mpp tile
+    steps = {x for x, _ in entry["tiles"]}
+    assert min(b - a for a, b in zip(sorted(steps), sorted(steps)[1:])) in (448, 449)  # tiles side by side
+    (maps,) = entry["sets"]
+    head = np.load(tmp_path / "from_file" / maps["maps"]["head0"])
+    assert head.shape == tuple(entry["canvas"]["shape"]) and np.isnan(head).any() and np.isfinite(head).any()
+    assert (tmp_path / "from_file" / maps["png"]).stat().st_size > 10_000
+    store = ingest_folder(IngestConfig(workers=0, src=str(svs), out=str(tmp_path / "store"), tile_size=224, mpp=1.0,
+                                       min_tissue=0.5))
+    cfg = ExplainConfig(checkpoint=rgb_vit, store=store.url, out=str(tmp_path / "from_store"),
+                        run_dir=str(tmp_path / "runs"), max_tiles=6, images=["CMU-1-Small-Region"])
+    run_explain(cfg)
+    (stored,) = json.loads((tmp_path / "from_store" / "index.json").read_text())["images"]
+    assert stored["footprint"] == entry["footprint"] and stored["tiles"] == entry["tiles"]  # the slide file was found
+    np.testing.assert_allclose(np.load(tmp_path / "from_store" / stored["sets"][0]["tile_maps"]),
+                               np.load(tmp_path / "from_file" / maps["tile_maps"]), atol=1e-5)
