@@ -128,3 +128,12 @@ def test_the_cmu_slide_is_explained_from_the_file_and_from_its_store_at_level0_f
     assert stored["footprint"] == entry["footprint"] and stored["tiles"] == entry["tiles"]  # the slide file was found
     np.testing.assert_allclose(np.load(tmp_path / "from_store" / stored["sets"][0]["tile_maps"]),
                                np.load(tmp_path / "from_file" / maps["tile_maps"]), atol=1e-5)
+
+
+def test_no_explain_module_reaches_ray():
+    from tests.test_imports import import_graph, reachable
+
+    internal, external = import_graph()
+    roots = [m for m in internal if m.startswith("sslray.explain")]
+    assert len(roots) >= 7
+    assert {r: sorted(m for m in reachable(internal, r) if "ray" in external[m]) for r in roots} == {r: [] for r in roots}
