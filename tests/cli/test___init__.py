@@ -8,7 +8,8 @@ import pytest
 
 from sslray.cli import build_parser, info, main
 
-SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "aggregate", "quickstart", "methods", "store", "features"]
+SUBCOMMANDS = ["ingest", "pretrain", "embed", "evaluate", "aggregate", "quickstart", "methods", "store", "features",
+               "profile", "checkpoint", "explain", "submit"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
