@@ -41,7 +41,9 @@ class Embedder:
         keep = self._cells(batch, len(images))
         features = np.full((len(images), self.dim(images.shape[1])), np.nan, np.float32)
         if keep.any():
-            x = torch.from_numpy(images[keep] if not keep.all() else images).to(self.device)
+            picked = images[keep] if not keep.all() else images
+            # Ray hands batches over read-only (zero-copy from the object store); torch wants to own writable memory
+            x = torch.from_numpy(picked if picked.flags.writeable else picked.copy()).to(self.device)
             features[keep] = self._features(x).cpu().numpy()
         return embeddings_batch(batch, features, self.checkpoint)
 

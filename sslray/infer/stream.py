@@ -67,7 +67,10 @@ def source_blocks(sources: list[SourceImage], todo: list[int], tiling: IngestCon
             yield from read_unit(int(unit), sources[int(unit)], tiling, schema, channels, staging, base)
 
     items = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=max(1, len(todo)))
-    dataset = items.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1)
+    # SPREAD: slides are read on every node. With the actors' own "DEFAULT" (in ``_embedded``) the
+    # two steps' remote args differ, which keeps Ray Data from fusing the reads into the actor (it
+    # does when both ask for 1 CPU: one process then reads, then encodes): reading overlaps embedding.
+    dataset = items.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, scheduling_strategy="SPREAD")
     yield from _embedded(dataset, actors)
 
 
@@ -86,5 +89,6 @@ def _embedded(dataset, actors: Actors) -> Iterator[pa.Table]:
         compute=ActorPoolStrategy(size=actors.num_actors),
         num_gpus=1 if use_gpu else 0,
         num_cpus=actors.cpus_per_actor,
+        scheduling_strategy="DEFAULT",  # not inherited from the readers' SPREAD (see source_blocks)
     )
     yield from embedded.iter_batches(batch_format="pyarrow", batch_size=None)
