@@ -23,6 +23,9 @@ from sslray.infer.encoder import Embedder
 from sslray.infer.units import ChannelPlan, read_unit
 
 
+READ_MEMORY = 256 << 20  # bytes a slide read task reserves
+
+
 @dataclass(frozen=True)
 class Actors:
     """How the encoder actors are placed: from ``EmbedConfig``."""
@@ -67,10 +70,11 @@ def source_blocks(sources: list[SourceImage], todo: list[int], tiling: IngestCon
             yield from read_unit(int(unit), sources[int(unit)], tiling, schema, channels, staging, base)
 
     items = ray.data.from_items([{"unit": u} for u in todo], override_num_blocks=max(1, len(todo)))
-    # SPREAD: slides are read on every node. With the actors' own "DEFAULT" (in ``_embedded``) the
-    # two steps' remote args differ, which keeps Ray Data from fusing the reads into the actor (it
-    # does when both ask for 1 CPU: one process then reads, then encodes): reading overlaps embedding.
-    dataset = items.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, scheduling_strategy="SPREAD")
+    # A read task holds one slide's mask and a batch of decoded tiles: READ_MEMORY reserves that.
+    # It also makes the two steps' resources differ, which keeps Ray Data from fusing the reads into
+    # the actor (it does when both ask for the same CPUs: one process then reads, then encodes),
+    # so the next slides are read while the actor embeds.
+    dataset = items.map_batches(read, batch_size=1, batch_format="numpy", num_cpus=1, memory=READ_MEMORY)
     yield from _embedded(dataset, actors)
 
 
@@ -89,6 +93,5 @@ def _embedded(dataset, actors: Actors) -> Iterator[pa.Table]:
         compute=ActorPoolStrategy(size=actors.num_actors),
         num_gpus=1 if use_gpu else 0,
         num_cpus=actors.cpus_per_actor,
-        scheduling_strategy="DEFAULT",  # not inherited from the readers' SPREAD (see source_blocks)
     )
     yield from embedded.iter_batches(batch_format="pyarrow", batch_size=None)
