@@ -16,8 +16,8 @@ EPILOG = """examples:
       --weights https://huggingface.co/owkin/phikon/resolve/main/model.safetensors \\
       --out ./checkpoints/phikon --mpp 0.5        # Phikon (iBOT ViT-B/16, Hugging Face layout)
   sslray checkpoint import --model resnet50 --weights ./resnet50-11ad3fa6.pth --out ./checkpoints/rn50
-  sslray checkpoint import --model vit_small_patch16_224 --weights s3://bucket/dino/teacher.pth \\
-      --out s3://bucket/checkpoints/dino --in-chans 1 --mean 0.1 --std 0.2 --per-channel
+  sslray checkpoint import --model vit_small_patch16_224 --weights s3://bucket/unidino/teacher.pth \\
+      --out s3://bucket/checkpoints/unidino --in-chans 1 --mean 0.1 --std 0.2 --per-channel
 
 The checkpoint is an sslray one like any trained: `sslray embed --checkpoint OUT ...` reads it.
 Layouts: timm (and DINO/iBOT/DDP wrappers), hf_vit (transformers ViTModel: Phikon), torchvision

@@ -19,7 +19,7 @@ FLAGS = {"images": "images", "head": "head", "class_name": "class_name", "mask_c
 
 HELP = "maps of where an encoder looks: ViT attention per head, CNN Grad-CAM of a linear head, stitched"
 EPILOG = """examples:
-  sslray explain --checkpoint ./out/checkpoints/dino/checkpoint_x --store ./out/store --out ./out/explained
+  sslray explain --checkpoint ./out/checkpoints/NAME/checkpoint_x --store ./out/store --out ./out/explained
   sslray explain --checkpoint ./ckpt/vit --slides ./slides/CMU-1.svs --mpp 1.0 --out ./explained \\
       --mask-channel tissue max_tiles=64
   sslray explain --checkpoint ./ckpt/resnet50 --store ./stores/crc --out ./explained/tumor \\
