@@ -55,7 +55,6 @@ class StoreJob:
     groups: list[np.ndarray]
     plan: dict[str, Any]
     schema: pa.Schema
-    dim: int
     channels: list[str]
 
     @classmethod
@@ -67,8 +66,8 @@ class StoreJob:
                 "units": [[int(g[0]), len(g)] for g in groups]}
         manifest = view.store_manifest
         columns = manifest.select(carried_columns(manifest.column_names)).schema
-        dim = _dim(meta, view.info.n_channels)
-        return cls(view, groups, plan, output_schema(columns, dim), dim, list(view.info.channels))
+        schema = output_schema(columns, _dim(meta, view.info.n_channels))
+        return cls(view, groups, plan, schema, list(view.info.channels))
 
     @property
     def n_units(self) -> int:
@@ -102,7 +101,6 @@ class SourceJob:
     channels_plan: ChannelPlan
     plan: dict[str, Any]
     schema: pa.Schema
-    meta: CheckpointMeta
     report: IngestReport
     slides: str
     base: str | None = None  # the sources are on object storage under this URL
@@ -124,7 +122,7 @@ class SourceJob:
         plan = {**_common_plan(cfg, meta), "slides": redact(cfg.slides), "tiling": json.loads(json.dumps(settings)),
                 "sources_sha256": _sources_digest(sources), "n_units": len(sources)}
         dim = _dim(meta, channels.count) if channels.count else meta.embed_dim or 0
-        return cls(sources, tiling, channels, plan, output_schema(rows, dim), meta, report, cfg.slides, base)
+        return cls(sources, tiling, channels, plan, output_schema(rows, dim), report, cfg.slides, base)
 
     @property
     def n_units(self) -> int:
